@@ -1,0 +1,29 @@
+"""xpo_sim: exact laboratory for exploration in preference learning (XPO, DPO, online DPO).
+
+Deterministic token MDPs whose KL-regularized optimum is computed exactly, so the regret
+and coverage of every policy are exact numbers. See ``README.md`` and the module
+docstrings for the mathematics.
+"""
+
+from xpo_sim import envs
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch
+from xpo_sim.metrics import regret
+from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
+from xpo_sim.trajectories import sample_trajectories, trajectory_logp, trajectory_reward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TokenMDP",
+    "TrajectoryBatch",
+    "SoftSolution",
+    "PolicyEvaluation",
+    "solve_soft",
+    "evaluate",
+    "occupancy",
+    "regret",
+    "sample_trajectories",
+    "trajectory_logp",
+    "trajectory_reward",
+    "envs",
+]

@@ -1,0 +1,136 @@
+"""Numba kernels for exact computations on deterministic token MDPs.
+
+Arrays in, arrays out; no validation here (the wrappers in ``xpo_sim.soft`` and
+``xpo_sim.mdp`` coerce dtypes and check shapes). States are in topological order:
+``next_state[s, a]`` is ``-1`` (the episode ends) or an index larger than ``s``, so one
+backward sweep (s = S-1 … 0) solves any backward recursion and one forward sweep any
+forward recursion.
+
+Soft Bellman backup (``soft_backward``)::
+
+    Q*(s,a) = r(s,a) + V*(s'),            V*(end) = 0
+    V*(s)   = β log Σ_a π_ref(a|s) exp(Q*(s,a)/β)     (max-shifted log-sum-exp)
+    log π*(a|s) = log π_ref(a|s) + Q*(s,a)/β − V*(s)/β
+
+Policy evaluation (``evaluate_backward``), for any per-state policy π::
+
+    R(s) = Σ_a π(a|s) [ r(s,a) + R(s') ]                          (expected reward to go)
+    K(s) = Σ_a π(a|s) [ log π(a|s) − log π_ref(a|s) + K(s') ]     (KL to π_ref to go)
+
+Occupancy (``occupancy_forward``): d(s) = ρ(s) + Σ_{(u,a): s'(u,a)=s} d(u) π(a|u).
+"""
+
+import numpy as np
+from numba import njit
+
+NEG_INF = -np.inf
+
+
+@njit(cache=True)
+def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
+    """Fill ``q_out`` (S,A), ``v_out`` (S,), ``logp_out`` (S,A) with Q*, V*, log π*."""
+    n_states, n_actions = reward.shape
+    for s in range(n_states - 1, -1, -1):
+        m = NEG_INF
+        for a in range(n_actions):
+            nxt = next_state[s, a]
+            q = reward[s, a]
+            if nxt >= 0:
+                q += v_out[nxt]
+            q_out[s, a] = q
+            if ref_logp[s, a] > NEG_INF:
+                x = ref_logp[s, a] + q / beta
+                if x > m:
+                    m = x
+        total = 0.0
+        for a in range(n_actions):
+            if ref_logp[s, a] > NEG_INF:
+                total += np.exp(ref_logp[s, a] + q_out[s, a] / beta - m)
+        lse = m + np.log(total)
+        v_out[s] = beta * lse
+        for a in range(n_actions):
+            if ref_logp[s, a] > NEG_INF:
+                logp_out[s, a] = ref_logp[s, a] + q_out[s, a] / beta - lse
+            else:
+                logp_out[s, a] = NEG_INF
+
+
+@njit(cache=True)
+def evaluate_backward(next_state, reward, ref_logp, logp, reward_out, kl_out):
+    """Fill ``reward_out`` (S,) with R(s) and ``kl_out`` (S,) with K(s) for policy ``logp``.
+
+    Actions with ``logp = -inf`` carry no mass and are skipped. An action with mass
+    where ``ref_logp = -inf`` makes K infinite (π is not absolutely continuous).
+    """
+    n_states, n_actions = reward.shape
+    for s in range(n_states - 1, -1, -1):
+        r_acc = 0.0
+        kl_acc = 0.0
+        for a in range(n_actions):
+            lp = logp[s, a]
+            if lp == NEG_INF:
+                continue
+            p = np.exp(lp)
+            nxt = next_state[s, a]
+            r_next = 0.0
+            kl_next = 0.0
+            if nxt >= 0:
+                r_next = reward_out[nxt]
+                kl_next = kl_out[nxt]
+            r_acc += p * (reward[s, a] + r_next)
+            kl_acc += p * (lp - ref_logp[s, a] + kl_next)
+        reward_out[s] = r_acc
+        kl_out[s] = kl_acc
+
+
+@njit(cache=True)
+def occupancy_forward(next_state, logp, start, occ_out):
+    """Fill ``occ_out`` (S,) with the probability that a trajectory of π visits each state."""
+    n_states, n_actions = logp.shape
+    for s in range(n_states):
+        occ_out[s] = start[s]
+    for s in range(n_states):
+        d = occ_out[s]
+        if d == 0.0:
+            continue
+        for a in range(n_actions):
+            nxt = next_state[s, a]
+            if nxt >= 0 and logp[s, a] > NEG_INF:
+                occ_out[nxt] += d * np.exp(logp[s, a])
+
+
+@njit(cache=True)
+def longest_paths(next_state, allowed, length_out):
+    """Fill ``length_out`` (S,) with the largest number of steps to the end from each
+    state, following only actions with ``allowed[s, a]``; 0 where none is allowed."""
+    n_states, n_actions = next_state.shape
+    for s in range(n_states - 1, -1, -1):
+        best = 0
+        for a in range(n_actions):
+            if not allowed[s, a]:
+                continue
+            nxt = next_state[s, a]
+            steps = 1
+            if nxt >= 0:
+                steps += length_out[nxt]
+            if steps > best:
+                best = steps
+        length_out[s] = best
+
+
+@njit(cache=True)
+def count_paths(next_state, allowed, count_out):
+    """Fill ``count_out`` (S,) (float64) with the number of complete trajectories from
+    each state that follow only ``allowed`` actions (exact below 2**53)."""
+    n_states, n_actions = next_state.shape
+    for s in range(n_states - 1, -1, -1):
+        total = 0.0
+        for a in range(n_actions):
+            if not allowed[s, a]:
+                continue
+            nxt = next_state[s, a]
+            if nxt >= 0:
+                total += count_out[nxt]
+            else:
+                total += 1.0
+        count_out[s] = total

@@ -1,0 +1,275 @@
+r"""Instance families of :class:`~xpo_sim.mdp.TokenMDP`.
+
+Every random family takes ``seed`` (an int or a ``numpy.random.Generator``; default 0, so
+an instance is reproducible unless asked otherwise) and records its parameters in
+``mdp.info``.
+
+* :func:`bandit` — one state per prompt, every token is a complete response.
+* :func:`token_tree` — every state is a prefix; layer d holds ``n_prompts · vocab**d``
+  states, stored layer after layer, so ``next_state`` increases.
+* :func:`random_dag` — merged prefixes, variable-length episodes, disallowed tokens.
+* :func:`two_arm_needle` — Proposition 2.1 of Xie et al. (2024): two responses,
+  r(good) = 1, r(bad) = 0, π_ref(good) = exp(−1/(2β)).
+* :func:`bandit_needle`, :func:`token_needle` — π_ref puts mass ε on the single optimal
+  response (in the tree, the optimal path's per-token probabilities are ε^(1/H) each).
+
+The reference policy of the random families is π_ref(·|s) ∝ exp(g_s / T) with
+g_s ∼ N(0, I) and a temperature T (``ref_temperature``; T → ∞ gives the uniform policy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from xpo_sim.mdp import TokenMDP, check_beta
+from xpo_sim.trajectories import as_generator
+
+__all__ = [
+    "bandit",
+    "token_tree",
+    "random_dag",
+    "two_arm_needle",
+    "bandit_needle",
+    "token_needle",
+]
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _probability(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
+    value = float(value)
+    ok = math.isfinite(value) and (value > 0 if low_open else value >= 0) and (
+        value < 1 if high_open else value <= 1
+    )
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lo}0, 1{hi}, got {value!r}")
+    return value
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _random_ref_logp(rng: np.random.Generator, shape, ref_temperature: float) -> np.ndarray:
+    temperature = float(ref_temperature)
+    if not temperature > 0:
+        raise ValueError(f"ref_temperature must be positive (inf allowed), got {ref_temperature!r}")
+    if math.isinf(temperature):
+        return np.full(shape, -math.log(shape[1]))
+    return _log_softmax(rng.standard_normal(shape) / temperature)
+
+
+def _tree_layout(n_prompts: int, vocab: int, horizon: int):
+    """``next_state`` of a complete token tree and the first state index of each layer."""
+    layer_sizes = [n_prompts * vocab**d for d in range(horizon)]
+    offsets = np.concatenate([[0], np.cumsum(layer_sizes)]).astype(np.int64)
+    next_state = np.full((int(offsets[-1]), vocab), -1, dtype=np.int64)
+    for d in range(horizon - 1):
+        local = np.arange(layer_sizes[d], dtype=np.int64)[:, None] * vocab + np.arange(vocab)
+        next_state[offsets[d] : offsets[d + 1]] = offsets[d + 1] + local
+    return next_state, offsets
+
+
+def _uniform_over_first(n_states: int, k: int) -> np.ndarray:
+    start = np.zeros(n_states)
+    start[:k] = 1.0 / k
+    return start
+
+
+def token_tree(
+    vocab: int,
+    horizon: int,
+    n_prompts: int = 1,
+    *,
+    rewards: str = "terminal",
+    ref_temperature: float = 1.0,
+    seed=0,
+) -> TokenMDP:
+    """A complete token tree: ``n_prompts`` roots, ``vocab`` tokens, responses of exactly
+    ``horizon`` tokens.
+
+    ``rewards="terminal"``: r ∼ U[0, 1) on the last token only; ``"dense"``: r ∼
+    U[0, 1/horizon) on every token (so r(τ) ∈ [0, 1) in both cases). States are stored
+    layer by layer; ``info["layer_offsets"]`` gives the first state of each layer.
+    """
+    vocab = _positive_int("vocab", vocab)
+    horizon = _positive_int("horizon", horizon)
+    n_prompts = _positive_int("n_prompts", n_prompts)
+    if rewards not in ("terminal", "dense"):
+        raise ValueError(f"rewards must be 'terminal' or 'dense', got {rewards!r}")
+    rng = as_generator(seed)
+    next_state, offsets = _tree_layout(n_prompts, vocab, horizon)
+    n_states = next_state.shape[0]
+    ref_logp = _random_ref_logp(rng, next_state.shape, ref_temperature)
+    if rewards == "dense":
+        reward = rng.random(next_state.shape) / horizon
+    else:
+        reward = np.zeros(next_state.shape)
+        reward[offsets[-2] :] = rng.random((n_states - offsets[-2], vocab))
+    info = dict(
+        family="token_tree", vocab=vocab, horizon=horizon, n_prompts=n_prompts,
+        rewards=rewards, ref_temperature=ref_temperature, layer_offsets=offsets,
+    )
+    return TokenMDP(next_state, reward, ref_logp, _uniform_over_first(n_states, n_prompts), info)
+
+
+def bandit(n_responses: int, n_prompts: int = 1, *, ref_temperature: float = 1.0, seed=0) -> TokenMDP:
+    """A contextual bandit: ``n_prompts`` states, ``n_responses`` one-token responses each,
+    r(x, y) ∼ U[0, 1), ρ uniform over prompts."""
+    mdp = token_tree(n_responses, 1, n_prompts, ref_temperature=ref_temperature, seed=seed)
+    mdp.info.update(family="bandit", n_responses=n_responses)
+    return mdp
+
+
+def random_dag(
+    n_states: int,
+    n_actions: int,
+    *,
+    n_prompts: int = 1,
+    p_end: float = 0.2,
+    p_disallowed: float = 0.2,
+    ref_temperature: float = 1.0,
+    seed=0,
+) -> TokenMDP:
+    """A random DAG: each token ends the episode with probability ``p_end`` (always in the
+    last state), otherwise leads to a uniformly drawn later state, so prefixes merge and
+    lengths vary. Each token is disallowed with probability ``p_disallowed`` (at least
+    one stays allowed per state). Rewards r ∼ U[0, 1) on every token; ρ is uniform over
+    the first ``n_prompts`` states.
+    """
+    n_states = _positive_int("n_states", n_states)
+    n_actions = _positive_int("n_actions", n_actions)
+    n_prompts = _positive_int("n_prompts", n_prompts)
+    if n_prompts > n_states:
+        raise ValueError(f"n_prompts={n_prompts} exceeds n_states={n_states}")
+    p_end = _probability("p_end", p_end)
+    p_disallowed = _probability("p_disallowed", p_disallowed, high_open=True)
+    rng = as_generator(seed)
+    shape = (n_states, n_actions)
+    rows = np.arange(n_states)[:, None]
+    jump = rng.random(shape)
+    span = n_states - 1 - rows
+    next_state = rows + 1 + np.floor(jump * span).astype(np.int64)
+    ends = (rng.random(shape) < p_end) | (span == 0)
+    next_state = np.where(ends, -1, next_state)
+    disallowed = rng.random(shape) < p_disallowed
+    keep = rng.integers(n_actions, size=n_states)
+    disallowed[np.arange(n_states), keep] = False
+    ref_logp = _random_ref_logp(rng, shape, ref_temperature)
+    ref_logp = np.where(disallowed, -np.inf, ref_logp)
+    ref_logp = _log_softmax(ref_logp)
+    reward = rng.random(shape)
+    info = dict(
+        family="random_dag", n_prompts=n_prompts, p_end=p_end, p_disallowed=p_disallowed,
+        ref_temperature=ref_temperature,
+    )
+    return TokenMDP(next_state, reward, ref_logp, _uniform_over_first(n_states, n_prompts), info)
+
+
+def two_arm_needle(beta: float) -> TokenMDP:
+    """Proposition 2.1 of Xie et al. (2024): one prompt, two responses, r(good) = 1,
+    r(bad) = 0, π_ref(good) = ε = exp(−1/(2β)). Token 0 is the good response."""
+    beta = check_beta(beta)
+    log_eps = -1.0 / (2.0 * beta)
+    ref_logp = np.array([[log_eps, math.log1p(-math.exp(log_eps))]])
+    info = dict(family="two_arm_needle", beta=beta, eps=math.exp(log_eps), log_eps=log_eps,
+                optimal_actions=np.array([0]))
+    return TokenMDP(np.array([[-1, -1]]), np.array([[1.0, 0.0]]), ref_logp, np.array([1.0]), info)
+
+
+def _bad_rewards(rng: np.random.Generator, bad_reward, size: int) -> np.ndarray:
+    """A constant, or for a pair (low, high) rewards spread evenly over [low, high] in a
+    random order."""
+    if np.ndim(bad_reward) == 0:
+        value = float(bad_reward)
+        if not math.isfinite(value):
+            raise ValueError(f"bad_reward must be finite, got {bad_reward!r}")
+        return np.full(size, value)
+    low, high = (float(x) for x in bad_reward)
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"bad_reward must be a number or a pair low <= high, got {bad_reward!r}")
+    return rng.permutation(np.linspace(low, high, size))
+
+
+def bandit_needle(n_responses: int, eps: float, *, n_prompts: int = 1, bad_reward=0.0, seed=0) -> TokenMDP:
+    """A bandit where π_ref puts mass ``eps`` on one good response (reward 1, drawn at
+    random per prompt) and spreads 1 − eps evenly over the others, whose reward is
+    ``bad_reward`` (a number, or a pair (low, high) for graded rewards, which must stay
+    below 1). ``info["optimal_actions"][p]`` is prompt p's good response."""
+    n_responses = _positive_int("n_responses", n_responses, minimum=2)
+    n_prompts = _positive_int("n_prompts", n_prompts)
+    eps = _probability("eps", eps, low_open=True, high_open=True)
+    rng = as_generator(seed)
+    good = rng.integers(n_responses, size=n_prompts)
+    reward = np.empty((n_prompts, n_responses))
+    ref_logp = np.full((n_prompts, n_responses), math.log1p(-eps) - math.log(n_responses - 1))
+    for p in range(n_prompts):
+        bad = np.delete(np.arange(n_responses), good[p])
+        reward[p, bad] = _bad_rewards(rng, bad_reward, n_responses - 1)
+        reward[p, good[p]] = 1.0
+        ref_logp[p, good[p]] = math.log(eps)
+    mask = np.ones_like(reward, dtype=bool)
+    mask[np.arange(n_prompts), good] = False
+    if (reward[mask] >= 1.0).any():
+        raise ValueError("bad_reward must stay below the good response's reward 1")
+    info = dict(family="bandit_needle", n_responses=n_responses, eps=eps, n_prompts=n_prompts,
+                bad_reward=bad_reward, optimal_actions=good)
+    return TokenMDP(np.full((n_prompts, n_responses), -1), reward, ref_logp,
+                    np.full(n_prompts, 1.0 / n_prompts), info)
+
+
+def token_needle(
+    vocab: int,
+    horizon: int,
+    eps: float,
+    *,
+    n_prompts: int = 1,
+    bad_reward=0.0,
+    ref_temperature: float = math.inf,
+    seed=0,
+) -> TokenMDP:
+    """A token tree with one optimal response per prompt (a random token path, terminal
+    reward 1); every other response gets ``bad_reward`` (a number, or a pair (low, high)
+    drawn uniformly, below 1). Along the optimal path π_ref gives the path's token
+    probability ε^(1/horizon) and spreads the rest evenly, so π_ref(optimal response) =
+    ``eps``; off the path π_ref is random with ``ref_temperature`` (default uniform).
+    ``info["optimal_path"]`` (n_prompts, horizon) lists the optimal tokens."""
+    vocab = _positive_int("vocab", vocab, minimum=2)
+    horizon = _positive_int("horizon", horizon)
+    n_prompts = _positive_int("n_prompts", n_prompts)
+    eps = _probability("eps", eps, low_open=True, high_open=True)
+    rng = as_generator(seed)
+    next_state, offsets = _tree_layout(n_prompts, vocab, horizon)
+    n_states = next_state.shape[0]
+    ref_logp = _random_ref_logp(rng, next_state.shape, ref_temperature)
+    path = rng.integers(vocab, size=(n_prompts, horizon))
+    log_step = math.log(eps) / horizon
+    log_rest = math.log1p(-math.exp(log_step)) - math.log(vocab - 1)
+    on_path = np.arange(n_prompts, dtype=np.int64)  # local index within layer d
+    path_states = np.empty((n_prompts, horizon), dtype=np.int64)
+    for d in range(horizon):
+        states = offsets[d] + on_path
+        path_states[:, d] = states
+        ref_logp[states] = log_rest
+        ref_logp[states, path[:, d]] = log_step
+        on_path = on_path * vocab + path[:, d]
+    reward = np.zeros(next_state.shape)
+    leaves = slice(offsets[-2], n_states)
+    n_leaf = n_states - offsets[-2]
+    reward[leaves] = _bad_rewards(rng, bad_reward, n_leaf * vocab).reshape(n_leaf, vocab)
+    if (reward[leaves] >= 1.0).any():
+        raise ValueError("bad_reward must stay below the optimal response's reward 1")
+    reward[path_states[:, -1], path[:, -1]] = 1.0
+    info = dict(family="token_needle", vocab=vocab, horizon=horizon, eps=eps, n_prompts=n_prompts,
+                bad_reward=bad_reward, optimal_path=path, optimal_path_states=path_states,
+                layer_offsets=offsets)
+    return TokenMDP(next_state, reward, ref_logp, _uniform_over_first(n_states, n_prompts), info)

@@ -1,0 +1,293 @@
+r"""Deterministic token MDPs with a reference policy.
+
+A :class:`TokenMDP` is four arrays over S states (in topological order) and A actions
+(tokens):
+
+* ``next_state[s, a]`` — the state reached by taking token ``a`` in state ``s``, or
+  ``-1`` when the episode ends after that token. Every other entry is larger than ``s``,
+  so there are no cycles and one backward sweep over ``s = S-1, …, 0`` solves any
+  Bellman recursion. Responses may have different lengths.
+* ``reward[s, a]`` — the reward r(s, a) collected on taking ``a`` in ``s``.
+* ``ref_logp[s, a]`` — log π_ref(a|s); ``-inf`` marks a disallowed token. Each row
+  normalizes: Σ_a π_ref(a|s) = 1 (to 1e-9).
+* ``start[s]`` — ρ(s), the distribution over start states (prompts).
+
+A trajectory τ = (s₀, a₀, s₁, a₁, …) runs until ``next_state = -1``;
+r(τ) = Σ_h r(s_h, a_h) and π(τ) = Π_h π(a_h | s_h). A token tree (one state per prefix),
+a DAG (merged prefixes) and a bandit (one state per prompt, every token ends the
+episode) are all special cases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from xpo_sim._kernels import soft as _soft_kernels
+from xpo_sim._kernels import trajectories as _traj_kernels
+
+NORMALIZATION_TOL = 1e-9
+
+__all__ = ["TokenMDP", "TrajectoryBatch", "check_beta"]
+
+
+def check_beta(beta) -> float:
+    """Return ``beta`` as a float, or raise ValueError unless it is finite and positive."""
+    if isinstance(beta, (bool, np.bool_)):
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    try:
+        value = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrajectoryBatch:
+    """N trajectories as padded arrays.
+
+    ``states[i, h]`` and ``actions[i, h]`` for ``h < lengths[i]``, ``-1`` beyond.
+    ``states[i, 0]`` is the start state (the prompt).
+    """
+
+    states: np.ndarray
+    actions: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def start_states(self) -> np.ndarray:
+        return self.states[:, 0]
+
+    def as_tuples(self) -> list[tuple[tuple[int, int], ...]]:
+        """Each trajectory as a tuple of (state, action) steps (for small batches)."""
+        return [
+            tuple((int(s), int(a)) for s, a in zip(self.states[i, :n], self.actions[i, :n]))
+            for i, n in enumerate(self.lengths)
+        ]
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def _as_real(name: str, value, dtype) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ) or array.dtype == np.bool_:
+        raise ValueError(f"{name} must be a real numeric array, got dtype {array.dtype}")
+    return np.array(array, dtype=dtype, order="C", copy=True)
+
+
+class TokenMDP:
+    """A deterministic token MDP with a reference policy (see the module docstring).
+
+    Parameters
+    ----------
+    next_state : int array (S, A)
+        Successor state, or ``-1`` for end of episode; otherwise larger than the row index.
+    reward : float array (S, A)
+        Finite rewards r(s, a).
+    ref_logp : float array (S, A)
+        log π_ref(a|s); ``-inf`` for disallowed tokens; each row must normalize to 1e-9
+        and allow at least one token.
+    start : float array (S,)
+        Distribution ρ over start states: non-negative, sums to 1 (to 1e-9).
+    info : mapping, optional
+        Free-form description of the instance (family, parameters, optimal response …).
+
+    Raises
+    ------
+    ValueError
+        naming the array, the rule it breaks and the first offending index.
+    """
+
+    def __init__(self, next_state, reward, ref_logp, start, info: Mapping[str, Any] | None = None):
+        ns = np.asarray(next_state)
+        if ns.dtype == np.bool_ or not np.issubdtype(ns.dtype, np.integer):
+            raise ValueError(
+                f"next_state must be an integer array (S, A), got dtype {ns.dtype}"
+            )
+        if ns.ndim != 2:
+            raise ValueError(f"next_state must be 2-D (S, A), got shape {ns.shape}")
+        n_states, n_actions = ns.shape
+        if n_states < 1 or n_actions < 1:
+            raise ValueError(f"next_state must have at least one state and one action, got shape {ns.shape}")
+        ns = np.array(ns, dtype=np.int64, order="C", copy=True)
+        reward = _as_real("reward", reward, np.float64)
+        ref_logp = _as_real("ref_logp", ref_logp, np.float64)
+        start = _as_real("start", start, np.float64)
+        for name, arr in (("reward", reward), ("ref_logp", ref_logp)):
+            if arr.shape != ns.shape:
+                raise ValueError(
+                    f"{name} must have the shape of next_state {ns.shape} (S, A), got {arr.shape}"
+                )
+        if start.shape != (n_states,):
+            raise ValueError(f"start must have shape ({n_states},) (S,), got {start.shape}")
+
+        bad = np.argwhere((ns < -1) | (ns >= n_states))
+        if bad.size:
+            s, a = bad[0]
+            raise ValueError(
+                f"next_state[{s}, {a}] = {ns[s, a]} is out of range: expected -1 (end) or a "
+                f"state index in [0, {n_states})"
+            )
+        rows = np.arange(n_states)[:, None]
+        bad = np.argwhere((ns >= 0) & (ns <= rows))
+        if bad.size:
+            s, a = bad[0]
+            raise ValueError(
+                f"next_state[{s}, {a}] = {ns[s, a]} does not increase the state index: states "
+                f"must be in topological order (every transition goes to a larger index; a "
+                f"non-increasing transition could form a cycle)"
+            )
+
+        bad = np.argwhere(~np.isfinite(reward))
+        if bad.size:
+            s, a = bad[0]
+            raise ValueError(f"reward[{s}, {a}] = {reward[s, a]} is not finite")
+
+        bad = np.argwhere(np.isnan(ref_logp) | (ref_logp == np.inf))
+        if bad.size:
+            s, a = bad[0]
+            raise ValueError(
+                f"ref_logp[{s}, {a}] = {ref_logp[s, a]}: log-probabilities must be finite or -inf"
+            )
+        allowed = ref_logp > -np.inf
+        empty = np.flatnonzero(~allowed.any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"ref_logp row {empty[0]} allows no action (all -inf): every state needs at least "
+                f"one allowed token"
+            )
+        with np.errstate(over="ignore"):
+            row_mass = np.exp(ref_logp).sum(axis=1)
+        bad = np.flatnonzero(np.abs(row_mass - 1.0) > NORMALIZATION_TOL)
+        if bad.size:
+            s = bad[0]
+            raise ValueError(
+                f"ref_logp row {s} does not normalize: sum of exp = {row_mass[s]!r}, expected 1 "
+                f"within {NORMALIZATION_TOL}"
+            )
+
+        bad = np.flatnonzero(~np.isfinite(start) | (start < 0))
+        if bad.size:
+            raise ValueError(
+                f"start[{bad[0]}] = {start[bad[0]]}: start must be a probability distribution "
+                f"(finite, non-negative)"
+            )
+        if abs(start.sum() - 1.0) > NORMALIZATION_TOL:
+            raise ValueError(
+                f"start must be a probability distribution: it sums to {start.sum()!r}, expected 1 "
+                f"within {NORMALIZATION_TOL}"
+            )
+
+        self.next_state = _readonly(ns)
+        self.reward = _readonly(reward)
+        self.ref_logp = _readonly(ref_logp)
+        self.start = _readonly(start)
+        self.allowed = _readonly(np.ascontiguousarray(allowed))
+        self.info = dict(info or {})
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_states(self) -> int:
+        return int(self.next_state.shape[0])
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.next_state.shape[1])
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of state-action pairs S·A."""
+        return int(self.next_state.size)
+
+    @property
+    def start_states(self) -> np.ndarray:
+        """Indices of the states with ρ(s) > 0 (the prompts)."""
+        return np.flatnonzero(self.start > 0)
+
+    def remaining_steps(self, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Longest number of steps to the end from each state, over ``allowed`` tokens
+        (default: those π_ref allows)."""
+        allowed = self.allowed if allowed is None else np.ascontiguousarray(allowed, dtype=np.bool_)
+        out = np.empty(self.n_states, dtype=np.int64)
+        _soft_kernels.longest_paths(self.next_state, allowed, out)
+        return out
+
+    @property
+    def horizon(self) -> int:
+        """Length of the longest trajectory π_ref can produce from a start state."""
+        return int(self.remaining_steps()[self.start_states].max())
+
+    @property
+    def n_trajectories(self) -> int | float:
+        """Number of trajectories π_ref can produce from the start states (an exact int
+        below 2**53; a float approximation above)."""
+        counts = np.empty(self.n_states, dtype=np.float64)
+        _soft_kernels.count_paths(self.next_state, self.allowed, counts)
+        total = float(counts[self.start_states].sum())
+        return int(total) if total < 2.0**53 else total
+
+    def trajectories(self, max_count: int = 1_000_000) -> TrajectoryBatch:
+        """Every trajectory π_ref can produce, grouped by start state in order of state
+        index, then in lexicographic order of tokens.
+
+        Raises ValueError when there are more than ``max_count``.
+        """
+        count = self.n_trajectories
+        if count > max_count:
+            raise ValueError(
+                f"this MDP has {count} trajectories, more than max_count={max_count}; "
+                f"enumeration is meant for small instances"
+            )
+        width = max(self.horizon, 1)
+        states = np.empty((count, width), dtype=np.int64)
+        actions = np.empty((count, width), dtype=np.int64)
+        lengths = np.empty(count, dtype=np.int64)
+        written = _traj_kernels.enumerate_paths(
+            self.next_state, self.allowed, self.start_states.astype(np.int64), states, actions, lengths
+        )
+        assert written == count
+        return TrajectoryBatch(states, actions, lengths)
+
+    # -------------------------------------------------------------- policies
+    def check_policy(self, logp, name: str = "logp", tol: float = 1e-6) -> np.ndarray:
+        """Return a per-state policy table as float64 C-contiguous (S, A), or raise
+        ValueError if its shape is wrong, it has NaN/+inf entries, or a row does not
+        normalize within ``tol``."""
+        array = np.asarray(logp)
+        if array.shape != (self.n_states, self.n_actions):
+            raise ValueError(
+                f"{name} must have shape (S, A) = {(self.n_states, self.n_actions)}, got {array.shape}"
+            )
+        array = _as_real(name, array, np.float64)
+        bad = np.argwhere(np.isnan(array) | (array == np.inf))
+        if bad.size:
+            s, a = bad[0]
+            raise ValueError(f"{name}[{s}, {a}] = {array[s, a]}: log-probabilities must be finite or -inf")
+        row_mass = np.exp(array).sum(axis=1)
+        bad = np.flatnonzero(np.abs(row_mass - 1.0) > tol)
+        if bad.size:
+            s = bad[0]
+            raise ValueError(
+                f"{name} row {s} is not a distribution: sum of exp = {row_mass[s]!r}, expected 1 within {tol}"
+            )
+        return array
+
+    def __repr__(self) -> str:
+        family = self.info.get("family", "custom")
+        return (
+            f"TokenMDP({family}: S={self.n_states}, A={self.n_actions}, "
+            f"prompts={self.start_states.size}, horizon={self.horizon})"
+        )

@@ -1,0 +1,123 @@
+r"""Exact KL-regularized optimum and exact policy evaluation on a :class:`TokenMDP`.
+
+For β > 0 the objective of a policy π is
+
+    J_β(π) = E_{s₀∼ρ, τ∼π}[ r(τ) − β log(π(τ)/π_ref(τ)) ].
+
+Its maximizer π* follows from the soft Bellman equations, solved by one backward sweep
+over the topological order (V* of the end is 0):
+
+    Q*(s,a)     = r(s,a) + V*(s'(s,a))
+    V*(s)       = β log Σ_a π_ref(a|s) exp(Q*(s,a)/β)
+    π*(a|s)     = π_ref(a|s) exp((Q*(s,a) − V*(s))/β)
+    J_β(π*)     = Σ_s ρ(s) V*(s).
+
+Every quantity is computed in log space with a max-shifted log-sum-exp, so β down to
+1e-3 with rewards of order one, and reference masses down to 1e-300, stay finite.
+
+:func:`evaluate` scores any per-state policy exactly (no Monte Carlo):
+J_β(π) = E r(τ) − β E KL(π(·|s₀) ‖ π_ref(·|s₀)), both terms by backward induction.
+:func:`occupancy` is the forward recursion for the probability of visiting each state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xpo_sim._kernels import soft as _kernels
+from xpo_sim.mdp import TokenMDP, check_beta
+
+__all__ = ["SoftSolution", "PolicyEvaluation", "solve_soft", "evaluate", "occupancy"]
+
+
+@dataclass(frozen=True)
+class SoftSolution:
+    """The KL-regularized optimum of an MDP at temperature ``beta``.
+
+    ``q`` (S, A) = Q*, ``v`` (S,) = V*, ``logp`` (S, A) = log π* (``-inf`` where
+    π_ref is), ``value`` = J_β(π*) = ρ·V*.
+    """
+
+    beta: float
+    q: np.ndarray
+    v: np.ndarray
+    logp: np.ndarray
+    value: float
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    """Exact evaluation of a policy.
+
+    ``value`` = J_β(π) = ``reward`` − β·``kl``; ``reward`` = E r(τ); ``kl`` =
+    E_{s₀∼ρ} KL(π(·|s₀) ‖ π_ref(·|s₀)) over trajectories. Per-state versions (the same
+    quantities for a trajectory started in each state) are ``v``, ``reward_to_go`` and
+    ``kl_to_go``.
+    """
+
+    beta: float
+    value: float
+    reward: float
+    kl: float
+    v: np.ndarray
+    reward_to_go: np.ndarray
+    kl_to_go: np.ndarray
+
+
+def _check_mdp(mdp) -> TokenMDP:
+    if not isinstance(mdp, TokenMDP):
+        raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
+    return mdp
+
+
+def solve_soft(mdp: TokenMDP, beta: float) -> SoftSolution:
+    """Solve the soft Bellman equations of ``mdp`` at temperature ``beta`` exactly.
+
+    Raises ValueError when ``beta`` is not a positive finite number.
+    """
+    _check_mdp(mdp)
+    beta = check_beta(beta)
+    q = np.empty((mdp.n_states, mdp.n_actions))
+    v = np.empty(mdp.n_states)
+    logp = np.empty((mdp.n_states, mdp.n_actions))
+    _kernels.soft_backward(mdp.next_state, mdp.reward, mdp.ref_logp, beta, q, v, logp)
+    return SoftSolution(beta=beta, q=q, v=v, logp=logp, value=float(mdp.start @ v))
+
+
+def evaluate(mdp: TokenMDP, logp, beta: float) -> PolicyEvaluation:
+    """Exact J_β, expected reward and KL to π_ref of the policy with per-state
+    log-probabilities ``logp`` (S, A).
+
+    A policy that puts mass on a token π_ref disallows has infinite KL and J_β = −inf.
+    """
+    _check_mdp(mdp)
+    beta = check_beta(beta)
+    logp = mdp.check_policy(logp)
+    reward_to_go = np.empty(mdp.n_states)
+    kl_to_go = np.empty(mdp.n_states)
+    _kernels.evaluate_backward(mdp.next_state, mdp.reward, mdp.ref_logp, logp, reward_to_go, kl_to_go)
+    reward = float(mdp.start @ reward_to_go)
+    kl = float(mdp.start @ kl_to_go)
+    with np.errstate(invalid="ignore"):
+        v = reward_to_go - beta * kl_to_go
+    return PolicyEvaluation(
+        beta=beta,
+        value=reward - beta * kl,
+        reward=reward,
+        kl=kl,
+        v=v,
+        reward_to_go=reward_to_go,
+        kl_to_go=kl_to_go,
+    )
+
+
+def occupancy(mdp: TokenMDP, logp) -> np.ndarray:
+    """Probability (S,) that a trajectory of the policy ``logp`` (from s₀ ∼ ρ) visits
+    each state."""
+    _check_mdp(mdp)
+    logp = mdp.check_policy(logp)
+    out = np.empty(mdp.n_states)
+    _kernels.occupancy_forward(mdp.next_state, logp, mdp.start, out)
+    return out

@@ -1,0 +1,78 @@
+r"""Sampling trajectories and scoring them under per-state tables.
+
+For a batch of trajectories τ_i = (s_0, a_0, …, s_{n-1}, a_{n-1}):
+
+    log π(τ) = Σ_h log π(a_h | s_h),      r(τ) = Σ_h r(s_h, a_h).
+
+Sampling draws s₀ ∼ ρ (or takes given prompts) and then a_h ∼ π(·|s_h) by inverse CDF
+from uniforms of a ``numpy.random.Generator``: the same seed gives the same batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xpo_sim._kernels import trajectories as _kernels
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch
+
+__all__ = ["as_generator", "sample_trajectories", "trajectory_logp", "trajectory_reward"]
+
+
+def as_generator(seed) -> np.random.Generator:
+    """``seed`` as a Generator: an int or None seeds a new PCG64, a Generator passes through."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+        return np.random.default_rng(seed)
+    raise ValueError(f"seed must be an int, None or a numpy.random.Generator, got {seed!r}")
+
+
+def sample_trajectories(mdp: TokenMDP, logp, n: int, seed=None, start_states=None) -> TrajectoryBatch:
+    """Sample ``n`` trajectories of the policy ``logp`` (S, A).
+
+    ``start_states``: optional int array (n,) of prompts to start from (e.g. two responses
+    to the same prompt); by default s₀ ∼ ρ.
+    """
+    logp = mdp.check_policy(logp)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    rng = as_generator(seed)
+    if start_states is None:
+        starts = rng.choice(mdp.n_states, size=n, p=mdp.start).astype(np.int64)
+    else:
+        starts = np.ascontiguousarray(start_states, dtype=np.int64)
+        if starts.shape != (n,):
+            raise ValueError(f"start_states must have shape ({n},), got {starts.shape}")
+        if n and (starts.min() < 0 or starts.max() >= mdp.n_states):
+            raise ValueError(f"start_states must be state indices in [0, {mdp.n_states})")
+    remaining = mdp.remaining_steps(logp > -np.inf)
+    width = int(remaining[starts].max()) if n else 1
+    uniforms = rng.random((n, width))
+    states = np.empty((n, width), dtype=np.int64)
+    actions = np.empty((n, width), dtype=np.int64)
+    lengths = np.empty(n, dtype=np.int64)
+    _kernels.sample_paths(mdp.next_state, logp, starts, uniforms, states, actions, lengths)
+    return TrajectoryBatch(states, actions, lengths)
+
+
+def _sum_along(table: np.ndarray, batch: TrajectoryBatch) -> np.ndarray:
+    states = np.ascontiguousarray(batch.states, dtype=np.int64)
+    actions = np.ascontiguousarray(batch.actions, dtype=np.int64)
+    lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64)
+    if states.shape != actions.shape or states.ndim != 2 or lengths.shape != (states.shape[0],):
+        raise ValueError("batch arrays must be states (N, W), actions (N, W) and lengths (N,)")
+    if lengths.size and (lengths.min() < 1 or lengths.max() > states.shape[1]):
+        raise ValueError("batch lengths must lie in [1, W]")
+    out = np.empty(lengths.shape[0])
+    _kernels.sum_along(table, states, actions, lengths, out)
+    return out
+
+
+def trajectory_logp(mdp: TokenMDP, logp, batch: TrajectoryBatch) -> np.ndarray:
+    """log π(τ_i) (N,) for every trajectory of ``batch`` under the per-state policy ``logp``."""
+    return _sum_along(mdp.check_policy(logp), batch)
+
+
+def trajectory_reward(mdp: TokenMDP, batch: TrajectoryBatch) -> np.ndarray:
+    """r(τ_i) (N,) for every trajectory of ``batch``."""
+    return _sum_along(mdp.reward, batch)
