@@ -5,9 +5,13 @@ and coverage of every policy are exact numbers. See ``README.md`` and the module
 docstrings for the mathematics.
 """
 
-from xpo_sim import envs
+from xpo_sim import envs, losses
+from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO, run
+from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
-from xpo_sim.metrics import regret
+from xpo_sim.metrics import optimal_mass, regret, seen_mass
+from xpo_sim.policies import ImplicitRewardClass, LogitsClass
+from xpo_sim.preferences import Argmax, BradleyTerry
 from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
 from xpo_sim.trajectories import sample_trajectories, trajectory_logp, trajectory_reward
 
@@ -22,8 +26,22 @@ __all__ = [
     "evaluate",
     "occupancy",
     "regret",
+    "optimal_mass",
+    "seen_mass",
     "sample_trajectories",
     "trajectory_logp",
     "trajectory_reward",
+    "PreferenceData",
+    "ImplicitRewardClass",
+    "LogitsClass",
+    "BradleyTerry",
+    "Argmax",
+    "Algorithm",
+    "OfflineDPO",
+    "OnlineDPO",
+    "HybridDPO",
+    "XPO",
+    "run",
     "envs",
+    "losses",
 ]

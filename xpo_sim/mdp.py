@@ -66,6 +66,20 @@ class TrajectoryBatch:
     def start_states(self) -> np.ndarray:
         return self.states[:, 0]
 
+    @staticmethod
+    def concatenate(batches: "list[TrajectoryBatch]") -> "TrajectoryBatch":
+        """One batch holding the trajectories of ``batches`` in order."""
+        width = max(b.states.shape[1] for b in batches)
+
+        def pad(array):
+            return np.pad(array, ((0, 0), (0, width - array.shape[1])), constant_values=-1)
+
+        return TrajectoryBatch(
+            np.concatenate([pad(b.states) for b in batches]),
+            np.concatenate([pad(b.actions) for b in batches]),
+            np.concatenate([b.lengths for b in batches]),
+        )
+
     def as_tuples(self) -> list[tuple[tuple[int, int], ...]]:
         """Each trajectory as a tuple of (state, action) steps (for small batches)."""
         return [

@@ -134,3 +134,35 @@ def count_paths(next_state, allowed, count_out):
             else:
                 total += 1.0
         count_out[s] = total
+
+
+@njit(cache=True)
+def optimal_mass(next_state, reward, allowed, logp, tol, best_out, mass_out):
+    """Fill ``best_out`` (S,) with the largest reward to go over allowed tokens and
+    ``mass_out`` (S,) with the probability that policy ``logp`` completes a reward-maximizing
+    trajectory from each state (an action counts as optimal when its value is within
+    ``tol`` of the best)."""
+    n_states, n_actions = reward.shape
+    for s in range(n_states - 1, -1, -1):
+        best = NEG_INF
+        for a in range(n_actions):
+            if allowed[s, a]:
+                nxt = next_state[s, a]
+                value = reward[s, a]
+                if nxt >= 0:
+                    value += best_out[nxt]
+                if value > best:
+                    best = value
+        best_out[s] = best
+        mass = 0.0
+        for a in range(n_actions):
+            if allowed[s, a] and logp[s, a] > NEG_INF:
+                nxt = next_state[s, a]
+                value = reward[s, a]
+                follow = 1.0
+                if nxt >= 0:
+                    value += best_out[nxt]
+                    follow = mass_out[nxt]
+                if value >= best - tol:
+                    mass += np.exp(logp[s, a]) * follow
+        mass_out[s] = mass

@@ -1,0 +1,168 @@
+"""Numba kernels for the cumulative preference objective of one round, value and gradient.
+
+Data are aggregated: D distinct trajectories (padded ``path_states``/``path_actions``,
+``path_lengths``, their reference log-probabilities ``path_ref_logp``), distinct ordered
+pairs (``pair_chosen``, ``pair_rejected`` path indices, ``pair_count``) and explored
+responses (``explore_path``, ``explore_weight`` = α · count). With the log-ratio
+h_k = log π(τ_k) − log π_ref(τ_k) of every distinct trajectory, the objective is
+
+    L = Σ_pairs n · softplus(−β (h_chosen − h_rejected))  +  Σ_explored w · (log π_ref(τ_k) + h_k)
+
+(DPO loss plus XPO's bonus α·log π(ỹ), DESIGN.md; the reference implementation of both
+terms is ``xpo_sim.losses``). ``preference_terms`` returns L and ∂L/∂h_k; the two policy
+classes then chain through h:
+
+* implicit-reward class, π = soft-optimal policy for a reward table r̂ (S, A):
+  h_k = (r̂(τ_k) − V̂(s₀))/β, so ∂h_k/∂r̂(s,a) = (1[(s,a) ∈ τ_k] − d̂(s,a | s₀))/β with
+  d̂ the state-action occupancy of π from s₀ — one backward and one forward sweep;
+* logits class, log π(a|s) = log_softmax(log π_ref(·|s) + θ(s,·))_a:
+  ∂h_k/∂θ(s,a) = Σ_h 1[s_h = s] (1[a_h = a] − π(a|s)).
+"""
+
+import numpy as np
+from numba import njit
+
+from xpo_sim._kernels.soft import occupancy_forward, soft_backward
+
+NEG_INF = -np.inf
+
+
+@njit(cache=True)
+def _softplus(x):
+    if x > 0.0:
+        return x + np.log1p(np.exp(-x))
+    return np.log1p(np.exp(x))
+
+
+@njit(cache=True)
+def _sigmoid(x):
+    if x >= 0.0:
+        return 1.0 / (1.0 + np.exp(-x))
+    z = np.exp(x)
+    return z / (1.0 + z)
+
+
+@njit(cache=True)
+def preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
+                     explore_path, explore_weight, dlog_ratio_out):
+    """Return L (see the module docstring) and fill ``dlog_ratio_out`` with ∂L/∂h_k."""
+    for k in range(dlog_ratio_out.shape[0]):
+        dlog_ratio_out[k] = 0.0
+    loss = 0.0
+    for j in range(pair_count.shape[0]):
+        c = pair_chosen[j]
+        r = pair_rejected[j]
+        n = pair_count[j]
+        margin = beta * (log_ratio[c] - log_ratio[r])
+        loss += n * _softplus(-margin)
+        g = n * beta * _sigmoid(-margin)
+        dlog_ratio_out[c] -= g
+        dlog_ratio_out[r] += g
+    for e in range(explore_weight.shape[0]):
+        k = explore_path[e]
+        w = explore_weight[e]
+        loss += w * (path_ref_logp[k] + log_ratio[k])
+        dlog_ratio_out[k] += w
+    return loss
+
+
+@njit(cache=True)
+def implicit_reward_objective(next_state, ref_logp, beta, reward_hat, path_states, path_actions,
+                              path_lengths, path_ref_logp, pair_chosen, pair_rejected, pair_count,
+                              explore_path, explore_weight, q_work, v_work, logp_work, occ_work,
+                              start_work, grad_out):
+    """Objective L and ∂L/∂r̂ (S, A) for the policy that is soft-optimal for ``reward_hat``.
+    On return ``logp_work`` holds that policy's log-probabilities."""
+    soft_backward(next_state, reward_hat, ref_logp, beta, q_work, v_work, logp_work)
+    n_paths = path_lengths.shape[0]
+    log_ratio = np.empty(n_paths)
+    for k in range(n_paths):
+        acc = 0.0
+        for h in range(path_lengths[k]):
+            acc += reward_hat[path_states[k, h], path_actions[k, h]]
+        log_ratio[k] = (acc - v_work[path_states[k, 0]]) / beta
+    dlog_ratio = np.empty(n_paths)
+    loss = preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
+                            explore_path, explore_weight, dlog_ratio)
+    n_states, n_actions = reward_hat.shape
+    for s in range(n_states):
+        start_work[s] = 0.0
+        for a in range(n_actions):
+            grad_out[s, a] = 0.0
+    for k in range(n_paths):
+        w = dlog_ratio[k] / beta
+        if w == 0.0:
+            continue
+        start_work[path_states[k, 0]] += w
+        for h in range(path_lengths[k]):
+            grad_out[path_states[k, h], path_actions[k, h]] += w
+    occupancy_forward(next_state, logp_work, start_work, occ_work)
+    for s in range(n_states):
+        d = occ_work[s]
+        if d == 0.0:
+            continue
+        for a in range(n_actions):
+            if logp_work[s, a] > NEG_INF:
+                grad_out[s, a] -= d * np.exp(logp_work[s, a])
+    return loss
+
+
+@njit(cache=True)
+def logits_policy(ref_logp, theta, logp_out):
+    """log π(a|s) = log_softmax(ref_logp(s,·) + θ(s,·))_a over the allowed tokens."""
+    n_states, n_actions = ref_logp.shape
+    for s in range(n_states):
+        m = NEG_INF
+        for a in range(n_actions):
+            if ref_logp[s, a] > NEG_INF:
+                x = ref_logp[s, a] + theta[s, a]
+                if x > m:
+                    m = x
+        total = 0.0
+        for a in range(n_actions):
+            if ref_logp[s, a] > NEG_INF:
+                total += np.exp(ref_logp[s, a] + theta[s, a] - m)
+        lse = m + np.log(total)
+        for a in range(n_actions):
+            if ref_logp[s, a] > NEG_INF:
+                logp_out[s, a] = ref_logp[s, a] + theta[s, a] - lse
+            else:
+                logp_out[s, a] = NEG_INF
+
+
+@njit(cache=True)
+def logits_objective(ref_logp, beta, theta, path_states, path_actions, path_lengths, path_ref_logp,
+                     pair_chosen, pair_rejected, pair_count, explore_path, explore_weight,
+                     logp_work, state_weight_work, grad_out):
+    """Objective L and ∂L/∂θ (S, A) for the logits-class policy; ``logp_work`` holds it."""
+    logits_policy(ref_logp, theta, logp_work)
+    n_paths = path_lengths.shape[0]
+    log_ratio = np.empty(n_paths)
+    for k in range(n_paths):
+        acc = 0.0
+        for h in range(path_lengths[k]):
+            acc += logp_work[path_states[k, h], path_actions[k, h]]
+        log_ratio[k] = acc - path_ref_logp[k]
+    dlog_ratio = np.empty(n_paths)
+    loss = preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
+                            explore_path, explore_weight, dlog_ratio)
+    n_states, n_actions = ref_logp.shape
+    for s in range(n_states):
+        state_weight_work[s] = 0.0
+        for a in range(n_actions):
+            grad_out[s, a] = 0.0
+    for k in range(n_paths):
+        w = dlog_ratio[k]
+        if w == 0.0:
+            continue
+        for h in range(path_lengths[k]):
+            grad_out[path_states[k, h], path_actions[k, h]] += w
+            state_weight_work[path_states[k, h]] += w
+    for s in range(n_states):
+        c = state_weight_work[s]
+        if c == 0.0:
+            continue
+        for a in range(n_actions):
+            if logp_work[s, a] > NEG_INF:
+                grad_out[s, a] -= c * np.exp(logp_work[s, a])
+    return loss

@@ -1,0 +1,330 @@
+r"""Preference-learning algorithms as small config objects, all run by one round loop.
+
+Round t = 1, 2, … (π¹ = π_ref): draw ``batch`` prompts s₀ ∼ ρ; for each draw a response
+y ∼ πᵗ(·|s₀) and a second response ỹ ∼ π̃ᵗ(·|s₀); label the pair with the preference
+oracle (Bradley–Terry by default); add it to the data. Then
+
+    πᵗ⁺¹ = argmin_π  α_t Σ_{explored ỹ so far} log π(ỹ)  +  Σ_{pairs so far} ℓ_DPO(π)
+
+(Xie et al. 2024, Algorithm 1; the bonus enters the *minimized* objective with a plus sign,
+lowering the probability of what the sampler already produced). The algorithms differ in
+their samplers and in α:
+
+=============  =======================  ===================  =======================
+algorithm      y from                   ỹ from               bonus
+=============  =======================  ===================  =======================
+OfflineDPO     π_ref                    π_ref                none
+OnlineDPO      πᵗ                       πᵗ                   none
+HybridDPO      πᵗ                       π_ref                none (XPO with α = 0)
+XPO "ref"      πᵗ                       π_ref                α·log π(ỹ)
+XPO "current"  πᵗ                       πᵗ                   α·log π on both responses
+XPO "history"  πᵗ                       uniform mix of π¹…πᵗ α·log π(ỹ)
+=============  =======================  ===================  =======================
+
+:func:`run` returns one row per recorded round; the row with ``round`` = t describes the
+policy after t rounds of data (round 0 is π_ref). Every number in it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterable
+
+import numpy as np
+import pandas as pd
+
+from xpo_sim.data import PreferenceData
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch, check_beta
+from xpo_sim.metrics import ConcentrabilityTracker, optimal_mass, seen_mass
+from xpo_sim.policies import ImplicitRewardClass, LogitsClass
+from xpo_sim.preferences import BradleyTerry
+from xpo_sim.soft import evaluate, solve_soft
+from xpo_sim.trajectories import as_generator, sample_trajectories, trajectory_reward
+
+__all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "run", "COLUMNS"]
+
+SAMPLERS = ("ref", "current", "history")
+SCHEDULES = ("constant", "inv_sqrt")
+
+COLUMNS = [
+    "algorithm", "round", "pairs", "alpha", "regret", "best_regret", "reward_regret", "kl_ref",
+    "opt_mass", "seen_star_mass", "distinct_seen", "log_concentrability",
+]
+
+
+def _check_batch(batch) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+    return int(batch)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Base config: which samplers produce y and ỹ, the bonus weight α_t, pairs per round."""
+
+    batch: int = 1
+    policy_sampler: ClassVar[str] = "current"
+    explore_sampler: ClassVar[str] = "ref"
+
+    def __post_init__(self):
+        _check_batch(self.batch)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def alpha_at(self, t: int) -> float:
+        """Bonus weight used in the objective after t rounds of data."""
+        return 0.0
+
+    def bonus_on_pair(self) -> bool:
+        """Whether both responses of each pair enter the bonus (else only ỹ)."""
+        return False
+
+    def pairs_in_round(self, t: int) -> int:
+        return self.batch
+
+    def total_rounds(self, rounds: int) -> int:
+        return rounds
+
+
+@dataclass(frozen=True)
+class OnlineDPO(Algorithm):
+    """Online DPO: both responses from the current policy πᵗ, no bonus."""
+
+    policy_sampler: ClassVar[str] = "current"
+    explore_sampler: ClassVar[str] = "current"
+
+
+@dataclass(frozen=True)
+class HybridDPO(Algorithm):
+    """Hybrid (iterative) DPO: y ∼ πᵗ against ỹ ∼ π_ref, no bonus — XPO with α = 0."""
+
+    policy_sampler: ClassVar[str] = "current"
+    explore_sampler: ClassVar[str] = "ref"
+
+
+@dataclass(frozen=True)
+class OfflineDPO(Algorithm):
+    """Offline DPO: every pair from π_ref.
+
+    ``n_pairs=None`` (default): pairs arrive at the online methods' rate, ``batch`` a round,
+    so round t is DPO on the first t·batch pairs of one π_ref dataset (same budget as the
+    online methods at every round). ``n_pairs=N``: all N pairs in one round (one row).
+    """
+
+    n_pairs: int | None = None
+    policy_sampler: ClassVar[str] = "ref"
+    explore_sampler: ClassVar[str] = "ref"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_pairs is not None:
+            _check_batch(self.n_pairs)
+
+    def pairs_in_round(self, t: int) -> int:
+        return self.batch if self.n_pairs is None else self.n_pairs
+
+    def total_rounds(self, rounds: int) -> int:
+        return rounds if self.n_pairs is None else 1
+
+
+DEFAULT_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class XPO(Algorithm):
+    """Exploratory Preference Optimization (Xie et al. 2024, Algorithm 1).
+
+    ``alpha``: bonus weight (default 0.01, TRL's convention α·log π(ỹ); SELM's α' relates by
+    α = α'·β). ``schedule``: "constant" (α_t = α), "inv_sqrt" (α_t = α/√t, the decay the
+    theory's α ∝ 1/√T suggests for an anytime run), or a callable t ↦ α_t.
+    ``sampler``: π̃ = "ref" (Algorithm 1), "current" (both responses on-policy, bonus on
+    both), "history" (uniform mixture of the iterates π¹…πᵗ).
+    """
+
+    alpha: float = DEFAULT_ALPHA
+    sampler: str = "ref"
+    schedule: str | Callable[[int], float] = "constant"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.alpha, bool) or not (math.isfinite(float(self.alpha)) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: expected one of {SAMPLERS}")
+        if not callable(self.schedule) and self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}: expected one of {SCHEDULES} or a callable")
+
+    @property
+    def explore_sampler(self) -> str:  # type: ignore[override]
+        return self.sampler
+
+    def alpha_at(self, t: int) -> float:
+        if t < 1:
+            return float(self.alpha)
+        if callable(self.schedule):
+            value = float(self.schedule(t))
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"alpha schedule gave {value!r} at round {t}; it must be finite and >= 0")
+            return value
+        if self.schedule == "inv_sqrt":
+            return float(self.alpha) / math.sqrt(t)
+        return float(self.alpha)
+
+    def bonus_on_pair(self) -> bool:
+        return self.sampler == "current"
+
+
+def _record_rounds(record, rounds: int) -> set[int]:
+    if record == "all":
+        return set(range(rounds + 1))
+    if record == "geometric":
+        grid = np.unique(np.round(np.geomspace(1, rounds, num=min(rounds, 60))).astype(int))
+        return {0, *grid.tolist(), rounds}
+    try:
+        chosen = {int(t) for t in record}
+    except TypeError:
+        raise ValueError(f"record must be 'all', 'geometric' or an iterable of rounds, got {record!r}") from None
+    return {t for t in chosen if 0 <= t <= rounds} | {0, rounds}
+
+
+def _sample_mixture(mdp: TokenMDP, tables: list[np.ndarray], prompts: np.ndarray, rng) -> TrajectoryBatch:
+    """One response per prompt from the uniform mixture of the policies ``tables``."""
+    which = rng.integers(len(tables), size=len(prompts))
+    parts = [sample_trajectories(mdp, tables[i], 1, rng, start_states=prompts[j : j + 1])
+             for j, i in enumerate(which)]
+    return TrajectoryBatch.concatenate(parts)
+
+
+def _make_policy_class(mdp, beta, policy, policy_options):
+    if policy == "implicit":
+        return ImplicitRewardClass(mdp, beta, **policy_options)
+    if policy == "logits":
+        return LogitsClass(mdp, beta, **policy_options)
+    raise ValueError(f"unknown policy class {policy!r}: expected 'implicit' or 'logits'")
+
+
+def run(
+    mdp: TokenMDP,
+    algorithm: Algorithm,
+    beta: float,
+    rounds: int,
+    seed=0,
+    *,
+    policy: str = "implicit",
+    oracle=None,
+    record: str | Iterable[int] = "all",
+    max_enumerate: int = 100_000,
+    progress: bool = False,
+    **policy_options,
+) -> pd.DataFrame:
+    """Run ``algorithm`` for ``rounds`` rounds on ``mdp`` and return the exact metrics.
+
+    Parameters
+    ----------
+    policy : "implicit" | "logits"
+        The policy class: implicit-reward with the exact per-round argmin, or logits with
+        Adam steps (``steps``, ``lr`` in ``policy_options``). Other ``policy_options`` go to
+        the class (e.g. ``box``, ``support`` for the implicit class).
+    oracle
+        Preference oracle with ``prefer(r_a, r_b, rng)``; default Bradley–Terry labels.
+    record
+        "all" rounds, "geometric" (about 60 rows), or an iterable of rounds.
+    max_enumerate
+        ``log_concentrability`` is computed by enumerating trajectories when there are at
+        most this many, and is NaN otherwise.
+
+    Columns: ``algorithm``, ``round``, ``pairs`` (preference queries so far), ``alpha``
+    (α_t used for this iterate), ``regret`` = J_β(π*) − J_β(πᵗ), ``best_regret`` (best
+    iterate so far, every round counted), ``reward_regret`` = E_π* r − E_πᵗ r, ``kl_ref`` =
+    KL(πᵗ ‖ π_ref), ``opt_mass`` (πᵗ's mass on reward-maximizing responses),
+    ``seen_star_mass`` (π*-mass on responses in the data), ``distinct_seen``,
+    ``log_concentrability`` (log max_τ π*(τ)/μ̄ₜ(τ); +inf while μ̄ₜ misses a π* response).
+    """
+    if not isinstance(mdp, TokenMDP):
+        raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
+    beta = check_beta(beta)
+    built_for = mdp.info.get("beta")
+    if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
+        raise ValueError(
+            f"this {mdp.info.get('family')} instance was built for beta={built_for}, but run was "
+            f"given beta={beta}; build it with the same beta"
+        )
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    rng = as_generator(seed)
+    oracle = BradleyTerry() if oracle is None else oracle
+    policy_class = _make_policy_class(mdp, beta, policy, policy_options)
+    rounds = algorithm.total_rounds(int(rounds))
+    recorded = _record_rounds(record, rounds)
+
+    solution = solve_soft(mdp, beta)
+    star = evaluate(mdp, solution.logp, beta)
+    data = PreferenceData(mdp)
+    tracker = ConcentrabilityTracker(mdp, solution.logp, max_enumerate)
+    history_log_sum = None  # running log Σ_i πⁱ(τ) over the enumeration, for "history"
+    iterates: list[np.ndarray] = []
+
+    params = policy_class.initial_params()
+    logp = np.array(mdp.ref_logp)
+    best_regret = math.inf
+    rows = []
+
+    def record_row(t: int, alpha_t: float) -> None:
+        nonlocal best_regret
+        ev = evaluate(mdp, logp, beta)
+        regret = solution.value - ev.value
+        best_regret = min(best_regret, regret)
+        if t in recorded:
+            rows.append(dict(
+                algorithm=algorithm.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
+                regret=regret, best_regret=best_regret, reward_regret=star.reward - ev.reward,
+                kl_ref=ev.kl, opt_mass=optimal_mass(mdp, logp),
+                seen_star_mass=seen_mass(mdp, solution.logp, data.batch()),
+                distinct_seen=data.n_distinct, log_concentrability=tracker.value(),
+            ))
+
+    record_row(0, 0.0)
+    steps = range(1, rounds + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=algorithm.name, leave=False)
+    for t in steps:
+        if algorithm.explore_sampler == "history":
+            iterates.append(logp)
+        samplers = {"ref": mdp.ref_logp, "current": logp}
+        n = algorithm.pairs_in_round(t)
+        prompts = rng.choice(mdp.n_states, size=n, p=mdp.start)
+        y_logp = samplers[algorithm.policy_sampler]
+        y = sample_trajectories(mdp, y_logp, n, rng, start_states=prompts)
+        if algorithm.explore_sampler == "history":
+            y_tilde = _sample_mixture(mdp, iterates, prompts, rng)
+        else:
+            y_tilde = sample_trajectories(mdp, samplers[algorithm.explore_sampler], n, rng,
+                                          start_states=prompts)
+        y_ids, y_tilde_ids = data.path_ids(y), data.path_ids(y_tilde)
+        prefer_y = np.asarray(oracle.prefer(trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng))
+        data.add_pairs(np.where(prefer_y, y_ids, y_tilde_ids), np.where(prefer_y, y_tilde_ids, y_ids))
+        data.add_explored(np.concatenate([y_ids, y_tilde_ids]) if algorithm.bonus_on_pair() else y_tilde_ids)
+
+        if tracker.enabled:
+            log_y = tracker.policy_logp(y_logp)
+            if algorithm.explore_sampler == "history":
+                history_log_sum = log_y if history_log_sum is None else np.logaddexp(history_log_sum, log_y)
+                log_y_tilde = history_log_sum - math.log(t)
+            else:
+                log_y_tilde = tracker.policy_logp(samplers[algorithm.explore_sampler])
+            tracker.add(log_y)
+            tracker.add(log_y_tilde)
+
+        alpha_t = algorithm.alpha_at(t)
+        params = policy_class.update(params, data, alpha_t)
+        logp = policy_class.policy_logp(params)
+        record_row(t, alpha_t)
+
+    return pd.DataFrame(rows, columns=COLUMNS)

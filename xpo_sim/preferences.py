@@ -1,0 +1,176 @@
+r"""Preference oracles: labels for pairs of responses from their true rewards.
+
+Every oracle answers two questions about responses a and b with rewards r_a, r_b (arrays
+that broadcast together, one entry per comparison):
+
+* ``oracle.prob(reward_a, reward_b)`` — P(a ≻ b), a float64 array;
+* ``oracle.prefer(reward_a, reward_b, rng)`` — a bool array, True where a is preferred,
+  drawn from that probability with a ``numpy.random.Generator`` (or an int seed), so the
+  same seed gives the same labels.
+
+Oracles:
+
+* :class:`BradleyTerry` (the default): p = σ(c (r_a − r_b)) with a reward scale c (an
+  inverse temperature); the label is a draw a ≻ b with probability p.
+* :class:`Argmax`: a ≻ b iff r_a > r_b; an exact tie r_a == r_b is broken by a fair coin.
+
+Both then flip each label independently with probability ``flip`` (label noise), so
+
+    P(a ≻ b) = (1 − flip) p + flip (1 − p).
+
+Random draws: each call to ``prefer`` draws exactly one block of uniforms of the broadcast
+shape for the label and one for the flip noise, whatever the rewards and parameters, in
+that order. Hence with the same seed ``flip = 1`` gives exactly the negation of
+``flip = 0``, and the stream a caller's Generator is left in depends only on the shape.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from scipy.special import expit
+
+from xpo_sim.trajectories import as_generator
+
+__all__ = ["PreferenceOracle", "BradleyTerry", "Argmax"]
+
+
+@runtime_checkable
+class PreferenceOracle(Protocol):
+    """What the learning algorithms need from an oracle."""
+
+    def prob(self, reward_a, reward_b) -> np.ndarray:
+        """P(a ≻ b) for each comparison."""
+        ...
+
+    def prefer(self, reward_a, reward_b, rng) -> np.ndarray:
+        """Bool labels, True where a is preferred, drawn with ``rng``."""
+        ...
+
+
+# --------------------------------------------------------------------------- helpers
+def _real_number(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _check_flip(flip) -> float:
+    value = _real_number("flip", flip)
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(f"flip must be a probability in [0, 1], got {flip!r}")
+    return value
+
+
+def _rewards(reward_a, reward_b) -> tuple[np.ndarray, np.ndarray]:
+    """Both reward arrays as float64, broadcast to one shape; ValueError unless finite."""
+    arrays = []
+    for name, value in (("reward_a", reward_a), ("reward_b", reward_b)):
+        array = np.asarray(value)
+        if array.dtype == np.bool_ or not (
+            np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+        ):
+            raise ValueError(f"{name} must be a real numeric array, got dtype {array.dtype}")
+        array = array.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} must be finite")
+        arrays.append(array)
+    try:
+        a, b = np.broadcast_arrays(*arrays)
+    except ValueError:
+        raise ValueError(
+            f"reward_a and reward_b must broadcast together, got shapes "
+            f"{arrays[0].shape} and {arrays[1].shape}"
+        ) from None
+    return a, b
+
+
+def _with_flip(p: np.ndarray, flip: float) -> np.ndarray:
+    return (1.0 - flip) * p + flip * (1.0 - p)
+
+
+def _apply_flip(labels: np.ndarray, flip: float, rng: np.random.Generator) -> np.ndarray:
+    flips = rng.random(labels.shape) < flip
+    return np.asarray(labels ^ flips)
+
+
+# --------------------------------------------------------------------------- oracles
+@dataclass(frozen=True)
+class BradleyTerry:
+    r"""Bradley–Terry labels: P(a ≻ b) = σ(reward_scale · (r_a − r_b)), sampled, then
+    flipped with probability ``flip``.
+
+    Parameters
+    ----------
+    reward_scale : float > 0, finite
+        Multiplies the reward difference (an inverse temperature; large means nearly
+        deterministic).
+    flip : float in [0, 1]
+        Probability of flipping each sampled label.
+
+    σ is computed stably: differences of ±1e4 give probabilities 1 and 0 with no overflow.
+    """
+
+    reward_scale: float = 1.0
+    flip: float = 0.0
+
+    def __post_init__(self):
+        scale = _real_number("reward_scale", self.reward_scale)
+        if not (math.isfinite(scale) and scale > 0.0):
+            raise ValueError(
+                f"reward_scale must be a positive finite number, got {self.reward_scale!r}"
+            )
+        object.__setattr__(self, "reward_scale", scale)
+        object.__setattr__(self, "flip", _check_flip(self.flip))
+
+    def _clean_prob(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return expit(self.reward_scale * (a - b))
+
+    def prob(self, reward_a, reward_b) -> np.ndarray:
+        """P(a ≻ b) = (1 − flip) σ(c Δr) + flip (1 − σ(c Δr)), float64."""
+        a, b = _rewards(reward_a, reward_b)
+        return np.asarray(_with_flip(self._clean_prob(a, b), self.flip))
+
+    def prefer(self, reward_a, reward_b, rng) -> np.ndarray:
+        """Bool labels, True where a ≻ b: Bernoulli(σ(c Δr)), then flip noise."""
+        a, b = _rewards(reward_a, reward_b)
+        rng = as_generator(rng)
+        labels = rng.random(a.shape) < self._clean_prob(a, b)
+        return _apply_flip(labels, self.flip, rng)
+
+
+@dataclass(frozen=True)
+class Argmax:
+    r"""Deterministic labels: a ≻ b iff r_a > r_b, then flipped with probability ``flip``.
+
+    **Tie rule:** where r_a == r_b exactly (no tolerance), the label is a fair coin drawn
+    from ``rng``, independently per comparison; so P(a ≻ b) = 1/2 there.
+
+    Parameters
+    ----------
+    flip : float in [0, 1]
+        Probability of flipping each label; ``flip = 1`` inverts every label.
+    """
+
+    flip: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "flip", _check_flip(self.flip))
+
+    def prob(self, reward_a, reward_b) -> np.ndarray:
+        """P(a ≻ b): 1, 0 or 1/2 (tie) before flip noise; then mixed with its complement."""
+        a, b = _rewards(reward_a, reward_b)
+        clean = np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))
+        return np.asarray(_with_flip(clean, self.flip))
+
+    def prefer(self, reward_a, reward_b, rng) -> np.ndarray:
+        """Bool labels, True where r_a > r_b, a fair coin on exact ties, then flip noise."""
+        a, b = _rewards(reward_a, reward_b)
+        rng = as_generator(rng)
+        coins = rng.random(a.shape) < 0.5
+        labels = np.where(a == b, coins, a > b)
+        return _apply_flip(labels, self.flip, rng)
