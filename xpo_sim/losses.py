@@ -118,7 +118,7 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False):
     positive = total > 0
     # log only where the sum is positive, so numpy warns of no log(0) and torch's
     # gradient of the masked branch is 0 rather than 0·inf = nan.
-    safe_log = xp.log(total)
+    safe_log = xp.log(xp.where(positive, total, xp.ones_like(total)))
     out = xp.where(positive, shift + safe_log, xp.full_like(total, -math.inf))
     if not keepdims:
         out = xp.squeeze(out, axis=axis)
