@@ -98,8 +98,11 @@ def evaluate(mdp: TokenMDP, logp, beta: float) -> PolicyEvaluation:
     reward_to_go = np.empty(mdp.n_states)
     kl_to_go = np.empty(mdp.n_states)
     _kernels.evaluate_backward(mdp.next_state, mdp.reward, mdp.ref_logp, logp, reward_to_go, kl_to_go)
-    reward = float(mdp.start @ reward_to_go)
-    kl = float(mdp.start @ kl_to_go)
+    # sum over the prompts only: a state with ρ = 0 may have KL = inf (mass on a token π_ref
+    # disallows) and must not turn 0·inf into NaN
+    prompts = mdp.start_states
+    reward = float(mdp.start[prompts] @ reward_to_go[prompts])
+    kl = float(mdp.start[prompts] @ kl_to_go[prompts])
     with np.errstate(invalid="ignore"):
         v = reward_to_go - beta * kl_to_go
     return PolicyEvaluation(
