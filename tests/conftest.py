@@ -36,4 +36,7 @@ def _compile_kernels():
     xpo_sim.trajectory_reward(mdp, batch)
     mdp.trajectories()
     assert mdp.n_trajectories == 2 and mdp.horizon == 2
+    for policy in ("implicit", "logits"):  # the preference-objective kernels
+        xpo_sim.run(mdp, xpo_sim.XPO(), 1.0, 2, seed=0, policy=policy)
+    xpo_sim.optimal_mass(mdp, solution.logp)
     yield

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -88,10 +89,11 @@ def test_evaluate_backward(data):
         st.one_of(policies(mdp), policies(mdp, disallowed_mass=True)), label="logp"
     )
     S = mdp.n_states
-    (jit, _), (py, _) = both(
-        ksoft.evaluate_backward, mdp.next_state, mdp.reward, mdp.ref_logp, logp,
+    (jit, status_jit), (py, status_py) = both(
+        ksoft.evaluate_backward, mdp.next_state, mdp.reward, mdp.ref_logp, logp, 1e-6,
         out_shapes=[((S,), np.float64), ((S,), np.float64)],
     )
+    assert status_jit == status_py == -1  # every row is a distribution: nothing flagged
     r_naive, kl_naive = _naive_to_go(mdp, logp)
     horizon = max(int(naive.longest_paths(mdp.next_state, logp > -np.inf)[s]) for s in range(S))
     # reward to go: |r| ≤ 2 per step; KL to go: per-step terms |log π − log π_ref| ≤ ~20.
@@ -294,3 +296,20 @@ def test_sample_paths(data):
         assert tuple(zip(states[i, :k].tolist(), actions[i, :k].tolist())) == expected
         assert np.all(states[i, k:] == -1) and np.all(actions[i, k:] == -1)
         assert np.all(logp[states[i, :k], actions[i, :k]] > -np.inf)
+
+
+def test_evaluate_kernel_flags_the_bad_row_and_wrapper_explains():
+    """The fused validation in evaluate_backward returns the offending state; evaluate then
+    raises the detailed ValueError of TokenMDP.check_policy."""
+    mdp = xpo_sim.envs.random_dag(10, 3, seed=0)
+    S = mdp.n_states
+    for value, message in ((np.nan, "finite or -inf"), (np.inf, "finite or -inf"), (-0.1, "not a distribution")):
+        logp = np.array(mdp.ref_logp)
+        row = 4
+        col = int(np.flatnonzero(mdp.allowed[row])[0])
+        logp[row, col] = value if not value < 0 else logp[row, col] + value
+        for fn in (ksoft.evaluate_backward, ksoft.evaluate_backward.py_func):
+            status = fn(mdp.next_state, mdp.reward, mdp.ref_logp, logp, 1e-6, np.empty(S), np.empty(S))
+            assert status == row
+        with pytest.raises(ValueError, match=message):
+            xpo_sim.evaluate(mdp, logp, 1.0)

@@ -30,6 +30,7 @@ from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim._kernels import trajectories as _traj_kernels
 
 NORMALIZATION_TOL = 1e-9
+POLICY_TOL = 1e-6  # how far a policy row's mass may stray from 1 (float32 policies)
 
 __all__ = ["TokenMDP", "TrajectoryBatch", "check_beta"]
 
@@ -276,7 +277,7 @@ class TokenMDP:
         return TrajectoryBatch(states, actions, lengths)
 
     # -------------------------------------------------------------- policies
-    def check_policy(self, logp, name: str = "logp", tol: float = 1e-6) -> np.ndarray:
+    def check_policy(self, logp, name: str = "logp", tol: float = POLICY_TOL) -> np.ndarray:
         """Return a per-state policy table as float64 C-contiguous (S, A), or raise
         ValueError if its shape is wrong, it has NaN/+inf entries, or a row does not
         normalize within ``tol``."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xpo_sim._kernels import soft as _kernels
-from xpo_sim.mdp import TokenMDP, check_beta
+from xpo_sim.mdp import POLICY_TOL, TokenMDP, check_beta
 
 __all__ = ["SoftSolution", "PolicyEvaluation", "solve_soft", "evaluate", "occupancy"]
 
@@ -94,10 +94,16 @@ def evaluate(mdp: TokenMDP, logp, beta: float) -> PolicyEvaluation:
     """
     _check_mdp(mdp)
     beta = check_beta(beta)
-    logp = mdp.check_policy(logp)
+    table = np.asarray(logp)
+    if table.shape != (mdp.n_states, mdp.n_actions) or table.dtype != np.float64:
+        table = mdp.check_policy(table)  # raises on a wrong shape or dtype
+    table = np.ascontiguousarray(table)
     reward_to_go = np.empty(mdp.n_states)
     kl_to_go = np.empty(mdp.n_states)
-    _kernels.evaluate_backward(mdp.next_state, mdp.reward, mdp.ref_logp, logp, reward_to_go, kl_to_go)
+    bad = _kernels.evaluate_backward(mdp.next_state, mdp.reward, mdp.ref_logp, table, POLICY_TOL,
+                                     reward_to_go, kl_to_go)
+    if bad >= 0:
+        mdp.check_policy(table)  # the kernel found a bad row: raise the detailed error
     # sum over the prompts only: a state with ρ = 0 may have KL = inf (mass on a token π_ref
     # disallows) and must not turn 0·inf into NaN
     prompts = mdp.start_states

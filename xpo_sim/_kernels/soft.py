@@ -26,10 +26,20 @@ from numba import njit
 NEG_INF = -np.inf
 
 
-@njit(cache=True)
+# ``reassoc``/``contract`` only: lets LLVM reorder sums and fuse multiply-adds, but keeps
+# IEEE infinities and NaNs (``fastmath=True`` would turn the −inf of a masked token into NaN).
+FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=FAST)
 def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
-    """Fill ``q_out`` (S,A), ``v_out`` (S,), ``logp_out`` (S,A) with Q*, V*, log π*."""
+    """Fill ``q_out`` (S,A), ``v_out`` (S,), ``logp_out`` (S,A) with Q*, V*, log π*.
+
+    A disallowed token (ref_logp = −inf) needs no branch: its x = −inf contributes
+    exp(−inf) = 0 to the sum and gets log π* = −inf. Every row allows some token.
+    """
     n_states, n_actions = reward.shape
+    inv_beta = 1.0 / beta
     for s in range(n_states - 1, -1, -1):
         m = NEG_INF
         for a in range(n_actions):
@@ -38,39 +48,39 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
             if nxt >= 0:
                 q += v_out[nxt]
             q_out[s, a] = q
-            if ref_logp[s, a] > NEG_INF:
-                x = ref_logp[s, a] + q / beta
-                if x > m:
-                    m = x
+            x = ref_logp[s, a] + q * inv_beta
+            logp_out[s, a] = x
+            m = max(m, x)
         total = 0.0
         for a in range(n_actions):
-            if ref_logp[s, a] > NEG_INF:
-                total += np.exp(ref_logp[s, a] + q_out[s, a] / beta - m)
+            total += np.exp(logp_out[s, a] - m)
         lse = m + np.log(total)
         v_out[s] = beta * lse
         for a in range(n_actions):
-            if ref_logp[s, a] > NEG_INF:
-                logp_out[s, a] = ref_logp[s, a] + q_out[s, a] / beta - lse
-            else:
-                logp_out[s, a] = NEG_INF
+            logp_out[s, a] -= lse
 
 
-@njit(cache=True)
-def evaluate_backward(next_state, reward, ref_logp, logp, reward_out, kl_out):
+@njit(cache=True, fastmath=FAST)
+def evaluate_backward(next_state, reward, ref_logp, logp, tol, reward_out, kl_out):
     """Fill ``reward_out`` (S,) with R(s) and ``kl_out`` (S,) with K(s) for policy ``logp``.
 
-    Actions with ``logp = -inf`` carry no mass and are skipped. An action with mass
+    Tokens with ``logp = -inf`` carry no mass and contribute nothing. A token with mass
     where ``ref_logp = -inf`` makes K infinite (π is not absolutely continuous).
+    Validates as it goes: returns −1, or the first state whose row has a NaN/+inf entry
+    or does not sum to 1 within ``tol`` (the caller then explains the error).
     """
     n_states, n_actions = reward.shape
+    bad = -1
     for s in range(n_states - 1, -1, -1):
         r_acc = 0.0
         kl_acc = 0.0
+        mass = 0.0
         for a in range(n_actions):
             lp = logp[s, a]
-            if lp == NEG_INF:
-                continue
+            if not lp < np.inf:  # NaN or +inf
+                bad = s
             p = np.exp(lp)
+            mass += p
             nxt = next_state[s, a]
             r_next = 0.0
             kl_next = 0.0
@@ -78,9 +88,13 @@ def evaluate_backward(next_state, reward, ref_logp, logp, reward_out, kl_out):
                 r_next = reward_out[nxt]
                 kl_next = kl_out[nxt]
             r_acc += p * (reward[s, a] + r_next)
-            kl_acc += p * (lp - ref_logp[s, a] + kl_next)
+            term = p * (lp - ref_logp[s, a] + kl_next)
+            kl_acc += term if p > 0.0 else 0.0
+        if abs(mass - 1.0) > tol:
+            bad = s
         reward_out[s] = r_acc
         kl_out[s] = kl_acc
+    return bad
 
 
 @njit(cache=True)
