@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,3 +74,30 @@ def test_concentrability_is_nan_when_too_many_trajectories():
     tracker = ConcentrabilityTracker(mdp, mdp.ref_logp, max_trajectories=10)
     tracker.add(np.zeros(1))
     assert math.isnan(tracker.value())
+
+
+def test_coverability_matches_the_class_vertices():
+    """C_cov = Σ_y sup_π π(y|x): each supremum is attained at the box vertex r̂(y) = hi,
+    r̂(other) = lo, computed here with the policy class itself."""
+    from xpo_sim.metrics import coverability, theory_alpha
+    from xpo_sim.policies import ImplicitRewardClass
+
+    for mdp in (xpo_sim.envs.bandit_needle(5, 1e-3, seed=1), xpo_sim.envs.token_needle(2, 2, 0.01, n_prompts=2)):
+        beta, box = 0.2, (0.0, 1.0)
+        cls = ImplicitRewardClass(mdp, beta, box=box, support="terminal")
+        batch = mdp.trajectories()
+        per_prompt = {}
+        for i in range(cls.n_params):
+            params = np.full(cls.n_params, box[0])
+            params[i] = box[1]
+            probs = np.exp(xpo_sim.trajectory_logp(mdp, cls.policy_logp(params), batch))
+            s, a = cls.index[0][i], cls.index[1][i]
+            last = [(st[n - 1], ac[n - 1]) for st, ac, n in zip(batch.states, batch.actions, batch.lengths)]
+            k = last.index((s, a))
+            s0 = int(batch.start_states[k])
+            per_prompt[s0] = per_prompt.get(s0, 0.0) + probs[k]
+        assert_close(coverability(mdp, beta, box), max(per_prompt.values()), rtol=1e-10, scale=1.0)
+    # the theory's α shrinks like 1/√T
+    assert theory_alpha(0.1, 8.0, 8, 400) > theory_alpha(0.1, 8.0, 8, 1600)
+    with pytest.raises(ValueError, match="DAG"):
+        coverability(xpo_sim.envs.random_dag(12, 3, seed=0, p_disallowed=0.0), 0.1, (0, 1))

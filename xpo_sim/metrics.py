@@ -22,7 +22,7 @@ from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.soft import SoftSolution, evaluate, solve_soft
 from xpo_sim.trajectories import trajectory_logp
 
-__all__ = ["regret", "optimal_mass", "seen_mass", "ConcentrabilityTracker"]
+__all__ = ["regret", "optimal_mass", "seen_mass", "ConcentrabilityTracker", "coverability", "theory_alpha"]
 
 
 def regret(mdp: TokenMDP, logp, beta: float, solution: SoftSolution | None = None) -> float:
@@ -91,3 +91,38 @@ class ConcentrabilityTracker:
         with np.errstate(invalid="ignore"):
             ratio = np.where(self.log_star > -np.inf, self.log_star - log_mu, -np.inf)
         return float(ratio.max())
+
+
+def coverability(mdp: TokenMDP, beta: float, box: tuple[float, float]) -> float:
+    r"""C_cov(Π) = inf_μ sup_{τ, π∈Π} π(τ|x)/μ(τ|x) of the implicit-reward class with one
+    reward parameter per response in [lo, hi] (bandits and token trees with terminal
+    parameters), maximized over prompts.
+
+    The infimum is attained by μ ∝ sup_π π(τ|x), so C_cov = Σ_τ sup_π π(τ|x), and the
+    supremum for τ puts r̂(τ) = hi and every other response at lo:
+    sup_π π(τ|x) = π_ref(τ) e^{hi/β} / (π_ref(τ) e^{hi/β} + (1 − π_ref(τ)) e^{lo/β}).
+    """
+    beta = float(beta)
+    lo, hi = (float(b) for b in box)
+    batch = mdp.trajectories()
+    last = batch.states[np.arange(len(batch)), batch.lengths - 1], batch.actions[np.arange(len(batch)), batch.lengths - 1]
+    if len(set(zip(*(x.tolist() for x in last)))) != len(batch):
+        raise ValueError("coverability needs one parameter per response: a tree or bandit, not a DAG")
+    log_ref = trajectory_logp(mdp, mdp.ref_logp, batch)
+    gap = (hi - lo) / beta
+    # log sup π(τ) = log π_ref + gap − log(π_ref e^{gap} + 1 − π_ref), in log space
+    log_sup = log_ref + gap - np.logaddexp(log_ref + gap, np.log1p(-np.minimum(np.exp(log_ref), 1.0)))
+    totals = {}
+    for s0, value in zip(batch.start_states.tolist(), np.exp(log_sup)):
+        totals[s0] = totals.get(s0, 0.0) + value
+    return float(max(totals.values()))
+
+
+def theory_alpha(beta: float, c_cov: float, n_params: int, total_queries: int, scale: float = 1.0) -> float:
+    r"""The theory's scaling of XPO's bonus weight, α = scale · β · √(log(|Π| T) / (C_cov T))
+    (Xie et al. 2024, as summarized in DESIGN.md; the paper's constant factors are not
+    included), with T preference queries and the proxy log|Π| = n_params · log T for a
+    tabular class (a grid of T values per parameter)."""
+    t = float(total_queries)
+    log_class = n_params * math.log(t)
+    return float(scale * beta * math.sqrt((log_class + math.log(t)) / (c_cov * t)))

@@ -54,7 +54,7 @@ def _canonical(value):
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RunConfig:
     """One run: ``xpo_sim.run(envs.<instance>(**instance_args), <algorithm>(**algorithm_args),
     beta, rounds, seed=<derived>, policy=policy, **run_args)``.
@@ -86,6 +86,12 @@ class RunConfig:
             raise ValueError(f"rounds must be an int >= 1, got {self.rounds!r}")
         getattr(algorithms, self.algorithm)(**self.algorithm_args)  # validate early
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunConfig) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
     def to_json(self) -> str:
         return json.dumps(_canonical(asdict(self)), sort_keys=True, separators=(",", ":"))
 
@@ -93,6 +99,7 @@ class RunConfig:
     def key(self) -> str:
         """SHA-256 of the canonical JSON: the shard name and the seed's source."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
 
     @property
     def seed(self) -> int:
@@ -129,7 +136,7 @@ def _shard_path(out: Path, config: RunConfig) -> Path:
 
 def _write_atomic(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "w") as handle:
             df.to_csv(handle, index=False)
@@ -222,7 +229,7 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
             ) from None
         if scheduler:
             try:
-                client = Client(scheduler, timeout="10s")
+                client = Client(scheduler, timeout="5s")
             except (OSError, TimeoutError) as err:
                 raise RuntimeError(f"could not reach the dask scheduler at {scheduler!r}: {err}") from None
             with client:

@@ -1,0 +1,70 @@
+r"""Tidy summaries of sweep results (one row per run and round, as :func:`xpo_sim.run` and
+:func:`xpo_sim.sweep.run_sweep` return them).
+
+*Queries to a regret threshold*: for one run, the number of preference queries (``pairs``)
+at the first recorded round whose regret is at most ``fraction`` × the regret of π_ref
+(round 0). A run that never gets there is *censored* at its budget (its last ``pairs``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["RUN_KEYS", "queries_to_threshold", "summarize_runs"]
+
+RUN_KEYS = ["key", "group", "label", "instance", "beta", "eps", "replicate", "policy"]
+
+
+def _run_keys(df: pd.DataFrame) -> list[str]:
+    keys = [k for k in RUN_KEYS if k in df.columns]
+    if not keys:
+        raise ValueError(f"results need run identity columns, one of {RUN_KEYS}")
+    return keys
+
+
+def queries_to_threshold(df: pd.DataFrame, fraction: float = 0.1) -> pd.DataFrame:
+    """One row per run: ``queries`` to reach regret ≤ ``fraction``·regret(π_ref),
+    ``censored`` (never reached; ``queries`` is then the budget), ``budget``,
+    ``final_regret``, ``ref_regret``, ``best_regret``."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
+    keys = _run_keys(df)
+    rows = []
+    for ident, run in df.sort_values("round").groupby(keys, sort=False, dropna=False):
+        ref_regret = float(run.regret.iloc[0])
+        hit = run.pairs[run.regret <= fraction * ref_regret]
+        budget = int(run.pairs.iloc[-1])
+        rows.append(dict(
+            zip(keys, ident if isinstance(ident, tuple) else (ident,)),
+            queries=int(hit.iloc[0]) if len(hit) else budget,
+            censored=not len(hit),
+            budget=budget,
+            ref_regret=ref_regret,
+            final_regret=float(run.regret.iloc[-1]),
+            best_regret=float(run.best_regret.iloc[-1]),
+        ))
+    return pd.DataFrame(rows)
+
+
+def summarize_runs(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Per (group, label, β, ε): number of runs, median and quartiles of queries to the
+    threshold (censored runs counted at the budget, so a censored median is a lower
+    bound), fraction reaching it, and the mean final and best regret relative to π_ref's."""
+    keys = [k for k in ("group", "label", "instance", "beta", "eps", "policy") if k in per_run.columns]
+    grouped = per_run.groupby(keys, sort=True, dropna=False)
+    out = grouped.agg(
+        runs=("queries", "size"),
+        queries_median=("queries", "median"),
+        queries_q25=("queries", lambda q: float(np.quantile(q, 0.25))),
+        queries_q75=("queries", lambda q: float(np.quantile(q, 0.75))),
+        reached=("censored", lambda c: float(np.mean(~c.astype(bool)))),
+        budget=("budget", "max"),
+    ).reset_index()
+    relative = per_run.assign(
+        final_rel=per_run.final_regret / per_run.ref_regret,
+        best_rel=per_run.best_regret / per_run.ref_regret,
+    ).groupby(keys, sort=True, dropna=False)[["final_rel", "best_rel"]].mean().reset_index()
+    out = out.merge(relative, on=keys)
+    out["median_censored"] = out.reached < 0.5
+    return out.rename(columns={"final_rel": "final_regret_rel", "best_rel": "best_regret_rel"})

@@ -1,0 +1,129 @@
+r"""Figures from tidy result tables (matplotlib; each function returns a Figure).
+
+* :func:`plot_queries_vs_inverse_eps` — preference queries needed to reach a regret of at
+  most 10% of π_ref's against 1/ε on log-log axes: median and interquartile band per
+  algorithm, medians that are censored at the budget drawn as open markers on the budget
+  line, and the passive-exploration prediction 1/(2ε) (expected queries until one of the two
+  responses of a π_ref-sampled pair is the optimal one) as a dashed slope-1 line.
+* :func:`plot_regret_curves` — regret against queries, mean and 95% band (±1.96 standard
+  errors) over seeds.
+* :func:`plot_coverage` — coverage over queries: π*-mass on responses in the data, the data's
+  log-concentrability log max_τ π*(τ)/μ̄ₜ(τ) (median over seeds; +inf not drawn), and the
+  number of distinct responses seen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "label_colors"]
+
+_PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def label_colors(labels) -> dict[str, str]:
+    """A stable colour per algorithm label (XPO variants first, in red tones)."""
+    ordered = sorted(dict.fromkeys(labels), key=lambda s: (not s.startswith("XPO"), s))
+    return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(ordered)}
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_queries_vs_inverse_eps(per_run: pd.DataFrame, groups=None, titles=None, fraction: float = 0.1):
+    """One panel per group; ``per_run`` from :func:`xpo_sim.analysis.queries_to_threshold`."""
+    plt = _pyplot()
+    groups = list(dict.fromkeys(per_run.group)) if groups is None else list(groups)
+    colors = label_colors(per_run.label)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.4), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        runs = per_run[per_run.group == group]
+        budget = runs.budget.max()
+        for label, sub in runs.groupby("label", sort=False):
+            stats = sub.groupby("eps").agg(
+                median=("queries", "median"),
+                q25=("queries", lambda q: np.quantile(q, 0.25)),
+                q75=("queries", lambda q: np.quantile(q, 0.75)),
+                reached=("censored", lambda c: np.mean(~c.astype(bool))),
+            ).sort_index(ascending=False)
+            x = 1.0 / stats.index.to_numpy()
+            color = colors[label]
+            ax.plot(x, stats["median"], "-", color=color, label=label, lw=1.8)
+            ax.fill_between(x, stats.q25, stats.q75, color=color, alpha=0.15, lw=0)
+            censored = stats.reached < 0.5
+            ax.plot(x[~censored], stats["median"][~censored], "o", color=color, ms=5)
+            ax.plot(x[censored], stats["median"][censored], "o", mfc="white", color=color, ms=6)
+        inv_eps = np.geomspace((1 / runs.eps).min(), (1 / runs.eps).max(), 50)
+        ax.plot(inv_eps, inv_eps / 2, "k--", lw=1, label="1/(2ε): passive prediction")
+        ax.axhline(budget, color="0.5", ls=":", lw=1)
+        ax.text(inv_eps[0], budget * 1.08, f"budget {budget} (open marker: median censored)", fontsize=7, color="0.35")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("1/ε  (ε = π_ref's mass on the optimal response)")
+        ax.set_ylabel(f"queries to regret ≤ {fraction:.0%} of π_ref's")
+        ax.set_title((titles or {}).get(group, group), fontsize=10)
+        ax.set_ylim(top=budget * 2)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_regret_curves(df: pd.DataFrame, panels, titles=None):
+    """``panels``: list of (group, eps) pairs; regret vs queries, mean ± 95% band."""
+    plt = _pyplot()
+    colors = label_colors(df.label)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
+    for ax, (group, eps) in zip(axes[0], panels):
+        sub = df[(df.group == group) & np.isclose(df.eps, eps, rtol=1e-9)]
+        for label, runs in sub.groupby("label", sort=False):
+            stats = runs.groupby("pairs").regret.agg(["mean", "std", "count"])
+            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"])
+            x = stats.index.to_numpy()
+            ax.plot(x, stats["mean"], color=colors[label], label=label, lw=1.6)
+            ax.fill_between(x, stats["mean"] - half, stats["mean"] + half, color=colors[label], alpha=0.15, lw=0)
+        if len(sub):
+            ref = sub[sub["round"] == 0].regret.mean()
+            ax.axhline(ref, color="0.4", ls=":", lw=1, label="π_ref")
+            ax.axhline(0.1 * ref, color="0.6", ls="--", lw=0.8, label="10% of π_ref")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("preference queries")
+        ax.set_ylabel("regret  J(π*) − J(πᵗ)")
+        ax.set_title((titles or {}).get((group, eps), f"{group}, ε = {eps:.0e}"), fontsize=10)
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_coverage(df: pd.DataFrame, group: str, eps: float, title: str | None = None):
+    """Coverage metrics over queries for one instance (median over seeds)."""
+    plt = _pyplot()
+    colors = label_colors(df.label)
+    sub = df[(df.group == group) & np.isclose(df.eps, eps, rtol=1e-9)]
+    metrics = [
+        ("seen_star_mass", "π*-mass on responses in the data"),
+        ("log_concentrability", "log max_τ π*(τ)/μ̄ₜ(τ)"),
+        ("distinct_seen", "distinct responses seen"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    for ax, (column, name) in zip(axes, metrics):
+        for label, runs in sub.groupby("label", sort=False):
+            med = runs.groupby("pairs")[column].median()
+            y = np.array(med.to_numpy(dtype=float))
+            y[~np.isfinite(y)] = math.nan
+            ax.plot(med.index, y, color=colors[label], label=label, lw=1.6)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("preference queries")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or f"coverage, {group}, ε = {eps:.0e} (median over seeds; +inf not drawn)", fontsize=10)
+    fig.tight_layout()
+    return fig
