@@ -33,6 +33,7 @@ from typing import Callable, ClassVar, Iterable
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch, check_beta
@@ -294,37 +295,40 @@ def run(
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=algorithm.name, leave=False)
-    for t in steps:
-        if algorithm.explore_sampler == "history":
-            iterates.append(logp)
-        samplers = {"ref": mdp.ref_logp, "current": logp}
-        n = algorithm.pairs_in_round(t)
-        prompts = rng.choice(mdp.n_states, size=n, p=mdp.start)
-        y_logp = samplers[algorithm.policy_sampler]
-        y = sample_trajectories(mdp, y_logp, n, rng, start_states=prompts)
-        if algorithm.explore_sampler == "history":
-            y_tilde = _sample_mixture(mdp, iterates, prompts, rng)
-        else:
-            y_tilde = sample_trajectories(mdp, samplers[algorithm.explore_sampler], n, rng,
-                                          start_states=prompts)
-        y_ids, y_tilde_ids = data.path_ids(y), data.path_ids(y_tilde)
-        prefer_y = np.asarray(oracle.prefer(trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng))
-        data.add_pairs(np.where(prefer_y, y_ids, y_tilde_ids), np.where(prefer_y, y_tilde_ids, y_ids))
-        data.add_explored(np.concatenate([y_ids, y_tilde_ids]) if algorithm.bonus_on_pair() else y_tilde_ids)
-
-        if tracker.enabled:
-            log_y = tracker.policy_logp(y_logp)
+    # L-BFGS-B's small dense algebra goes through BLAS; a multi-threaded OpenBLAS then spends
+    # milliseconds per call synchronizing threads (30x slower runs on a loaded 2-core machine)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for t in steps:
             if algorithm.explore_sampler == "history":
-                history_log_sum = log_y if history_log_sum is None else np.logaddexp(history_log_sum, log_y)
-                log_y_tilde = history_log_sum - math.log(t)
+                iterates.append(logp)
+            samplers = {"ref": mdp.ref_logp, "current": logp}
+            n = algorithm.pairs_in_round(t)
+            prompts = rng.choice(mdp.n_states, size=n, p=mdp.start)
+            y_logp = samplers[algorithm.policy_sampler]
+            y = sample_trajectories(mdp, y_logp, n, rng, start_states=prompts)
+            if algorithm.explore_sampler == "history":
+                y_tilde = _sample_mixture(mdp, iterates, prompts, rng)
             else:
-                log_y_tilde = tracker.policy_logp(samplers[algorithm.explore_sampler])
-            tracker.add(log_y)
-            tracker.add(log_y_tilde)
+                y_tilde = sample_trajectories(mdp, samplers[algorithm.explore_sampler], n, rng,
+                                              start_states=prompts)
+            y_ids, y_tilde_ids = data.path_ids(y), data.path_ids(y_tilde)
+            prefer_y = np.asarray(oracle.prefer(trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng))
+            data.add_pairs(np.where(prefer_y, y_ids, y_tilde_ids), np.where(prefer_y, y_tilde_ids, y_ids))
+            data.add_explored(np.concatenate([y_ids, y_tilde_ids]) if algorithm.bonus_on_pair() else y_tilde_ids)
 
-        alpha_t = algorithm.alpha_at(t)
-        params = policy_class.update(params, data, alpha_t)
-        logp = policy_class.policy_logp(params)
-        record_row(t, alpha_t)
+            if tracker.enabled:
+                log_y = tracker.policy_logp(y_logp)
+                if algorithm.explore_sampler == "history":
+                    history_log_sum = log_y if history_log_sum is None else np.logaddexp(history_log_sum, log_y)
+                    log_y_tilde = history_log_sum - math.log(t)
+                else:
+                    log_y_tilde = tracker.policy_logp(samplers[algorithm.explore_sampler])
+                tracker.add(log_y)
+                tracker.add(log_y_tilde)
+
+            alpha_t = algorithm.alpha_at(t)
+            params = policy_class.update(params, data, alpha_t)
+            logp = policy_class.policy_logp(params)
+            record_row(t, alpha_t)
 
     return pd.DataFrame(rows, columns=COLUMNS)
