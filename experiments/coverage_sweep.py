@@ -7,10 +7,12 @@ while XPO's optimism does not depend on ε. Every regret here is exact.
 
 Instances (β = 0.1 unless stated; every response's reward is 1 for the optimal one, 0 else):
   two_arm        two_arm_needle(β): two responses, ε = exp(−1/(2β)); β swept from 0.5 to 0.1
-                 (1/ε from 2.7 to 148), one pair per round.
-  bandit_needle  bandit_needle(8, ε): eight responses, ε from 1e-1 to 1e-4, eight pairs a round.
+                 (1/ε from 2.7 to 148), one pair per round, 200 rounds. 12 seeds per point.
+  bandit_needle  bandit_needle(8, ε): eight responses, ε from 1e-1 to 1e-4, eight pairs a round,
+                 125 rounds (1,000 queries).
   token_needle   token_needle(vocab=4, horizon=3, ε): 64 three-token responses, the optimal
-                 path's per-token reference probabilities multiply to ε; eight pairs a round.
+                 path's per-token reference probabilities multiply to ε; eight pairs a round,
+                 125 rounds.
 Algorithms: XPO (Algorithm 1, ỹ ∼ π_ref, bonus α_t = 0.01/√t), online DPO (both responses
 from πᵗ), hybrid DPO (πᵗ against π_ref, XPO with α = 0) and offline DPO (every pair from
 π_ref, the same number of queries at every round), all with the implicit-reward policy class
@@ -23,7 +25,7 @@ arbitrary bad responses later on many-response instances.
 
 Outputs: result shards and summary.csv in --out; in --figures:
   coverage_queries.png    queries to regret ≤ 10% of π_ref's against 1/ε (log-log)
-  coverage_regret.png     regret curves for a few ε (mean and 95% band over seeds)
+  coverage_regret.png     regret curves at two ε per family (mean and 95% band over seeds)
   coverage_metrics.png    coverage over rounds on token_needle at ε = 1e-3
 A rerun skips finished runs (delete --out or pass --force to recompute).
 
@@ -47,6 +49,7 @@ from xpo_sim.plotting import plot_coverage, plot_queries_vs_inverse_eps, plot_re
 from xpo_sim.sweep import RunConfig, check_sweep_arguments, execute_sweep, sweep_cli_arguments  # noqa: E402
 
 BETA = 0.1
+DEFAULT_SEEDS = 12
 TITLES = {
     "two_arm": "two_arm_needle(β), β = 0.5 … 0.1, 1 pair/round",
     "bandit_needle": "bandit_needle(8 responses, ε), β = 0.1, 8 pairs/round",
@@ -67,7 +70,7 @@ def algorithms(batch: int) -> list[tuple[str, str, dict]]:
 def build_configs(quick: bool, seeds: int) -> list[RunConfig]:
     betas = [0.25, 0.1] if quick else [0.5, 0.33, 0.25, 0.2, 0.15, 0.125, 0.1]
     epsilons = [1e-1, 1e-2] if quick else [1e-1, 1e-2, 1e-3, 1e-4]
-    two_arm_rounds, needle_rounds = (30, 8) if quick else (200, 100)
+    two_arm_rounds, needle_rounds = (30, 8) if quick else (200, 125)
     configs = []
     for replicate in range(seeds):
         for beta in betas:
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
     sweep_cli_arguments(parser, default_out="results/coverage_sweep")
     args = parser.parse_args(argv)
     check_sweep_arguments(parser, args)
-    seeds = args.seeds or (2 if args.quick else 8)
+    seeds = args.seeds or (2 if args.quick else DEFAULT_SEEDS)
     configs = build_configs(args.quick, seeds)
 
     start = time.perf_counter()
@@ -114,8 +117,12 @@ def main(argv=None) -> int:
     groups = ["two_arm", "bandit_needle", "token_needle"]
     plot_queries_vs_inverse_eps(per_run, groups, TITLES).savefig(figures / "coverage_queries.png", dpi=120)
     eps_shown = [1e-2] if args.quick else [1e-2, 1e-3]
-    panels = [("two_arm", math.exp(-1 / (2 * 0.1)))] + [(g, e) for g in ("bandit_needle", "token_needle") for e in eps_shown]
-    titles = {("two_arm", panels[0][1]): "two_arm_needle(0.1), ε = 0.0067"}
+    two_arm_betas = [0.1] if args.quick else [0.15, 0.1]
+    panels, titles = [], {}
+    for beta, eps in zip(two_arm_betas, eps_shown):
+        two_arm_eps = math.exp(-1 / (2 * beta))
+        titles[("two_arm", two_arm_eps)] = f"two_arm_needle({beta}), ε = {two_arm_eps:.2g}"
+        panels += [("two_arm", two_arm_eps), ("bandit_needle", eps), ("token_needle", eps)]
     plot_regret_curves(df, panels, titles).savefig(figures / "coverage_regret.png", dpi=110)
     coverage_eps = 1e-2 if args.quick else 1e-3
     plot_coverage(df, "token_needle", coverage_eps).savefig(figures / "coverage_metrics.png", dpi=110)

@@ -50,7 +50,7 @@ if QUICK or not (results / "shards").exists():
     results = Path(tempfile.mkdtemp(prefix="coverage_sweep_"))
     configs = coverage_sweep.build_configs(quick=True, seeds=2)
 else:
-    configs = coverage_sweep.build_configs(quick=False, seeds=8)
+    configs = coverage_sweep.build_configs(quick=False, seeds=coverage_sweep.DEFAULT_SEEDS)
 df = run_sweep(configs, results, SerialExecutor())
 print(f"{len(df)} rows from {df.key.nunique()} runs in {results}")
 

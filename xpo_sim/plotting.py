@@ -79,8 +79,12 @@ def plot_regret_curves(df: pd.DataFrame, panels, titles=None):
     """``panels``: list of (group, eps) pairs; regret vs queries, mean ± 95% band."""
     plt = _pyplot()
     colors = label_colors(df.label)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
-    for ax, (group, eps) in zip(axes[0], panels):
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (group, eps) in zip(axes.flat, panels):
         sub = df[(df.group == group) & np.isclose(df.eps, eps, rtol=1e-9)]
         for label, runs in sub.groupby("label", sort=False):
             stats = runs.groupby("pairs").regret.agg(["mean", "std", "count"])
@@ -93,11 +97,12 @@ def plot_regret_curves(df: pd.DataFrame, panels, titles=None):
             ax.axhline(ref, color="0.4", ls=":", lw=1, label="π_ref")
             ax.axhline(0.1 * ref, color="0.6", ls="--", lw=0.8, label="10% of π_ref")
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
         ax.set_xlabel("preference queries")
         ax.set_ylabel("regret  J(π*) − J(πᵗ)")
         ax.set_title((titles or {}).get((group, eps), f"{group}, ε = {eps:.0e}"), fontsize=10)
         ax.grid(alpha=0.3, lw=0.5)
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -120,6 +125,7 @@ def plot_coverage(df: pd.DataFrame, group: str, eps: float, title: str | None = 
             y[~np.isfinite(y)] = math.nan
             ax.plot(med.index, y, color=colors[label], label=label, lw=1.6)
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
         ax.set_xlabel("preference queries")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3, lw=0.5)
