@@ -298,6 +298,7 @@ def test_sample_paths(data):
         assert np.all(logp[states[i, :k], actions[i, :k]] > -np.inf)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NaN input, on purpose
 def test_evaluate_kernel_flags_the_bad_row_and_wrapper_explains():
     """The fused validation in evaluate_backward returns the offending state; evaluate then
     raises the detailed ValueError of TokenMDP.check_policy."""
