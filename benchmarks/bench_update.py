@@ -86,16 +86,17 @@ What is measured
    ``update``. **Target**: under 10 s.
 
 Timing: numba is warmed (compiled or loaded from its cache) on a tiny tree first, torch
-by the correctness checks and an untimed first call. The machine may be shared and noisy: every timing is the best of a
-few repeats where that is cheap (``--repeats`` scales them), and the load average is
-printed.
+by the correctness checks and an untimed first call. The machine may be shared and
+noisy: every timing is the best of a few repeats where that is cheap (``--repeats``
+scales them), and the load average is printed.
 
-BLAS threads. scipy's L-BFGS-B (C since scipy 1.15) calls BLAS/LAPACK on tiny vectors. With
-OpenBLAS's default thread pool on a loaded 2-core machine, whole runs slowed down
-10–40× in our runs (``setulb`` 0.24 ms instead of 6 µs a call). The script does not change any thread setting; it prints
-``OPENBLAS_NUM_THREADS``. For timings that do not depend on the neighbours run it as
-
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_update.py
+BLAS threads. scipy's L-BFGS-B (C since scipy 1.15) calls BLAS/LAPACK on tiny vectors; with
+OpenBLAS's default thread pool on a loaded 2-core machine whole runs were 10–50× slower
+(``setulb`` 0.24 ms instead of 6 µs a call). ``xpo_sim.run`` therefore limits BLAS to one
+thread (``threadpoolctl.threadpool_limits(1, "blas")``) for the whole loop. Part 2 calls
+``ImplicitRewardClass.update`` outside ``run``, so it applies the same limit to the exact
+side's timings (the torch baseline keeps torch's own threads). The header prints
+``OPENBLAS_NUM_THREADS`` and torch's thread count.
 
 Usage::
 
@@ -117,6 +118,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import xpo_sim
 from xpo_sim import algorithms as _algorithms
@@ -517,18 +519,20 @@ def part2_state(spec, rounds, seed, args, lrs):
     form = min(t_forms, key=t_forms.get)
     objective = forms[form]
 
-    # exact update: full call, then time to each tolerance (probe)
+    # exact update: full call, then time to each tolerance (probe); BLAS limited to one
+    # thread as inside xpo_sim.run
     upd_reps = args.repeats * 5
-    t_update = best_time(lambda: plain.update(p0, data, alpha), upd_reps)
     exact_hits = {}
     evals = 0
-    for _ in range(upd_reps):
-        probe.arm(f_star, x_star, REL_GAP)
-        probe.update(p0, data, alpha)
-        evals = probe.evals
-        for name, (sec, k) in probe.hits.items():
-            if name not in exact_hits or sec < exact_hits[name][0]:
-                exact_hits[name] = (sec, k)
+    with threadpool_limits(limits=1, user_api="blas"):
+        t_update = best_time(lambda: plain.update(p0, data, alpha), upd_reps)
+        for _ in range(upd_reps):
+            probe.arm(f_star, x_star, REL_GAP)
+            probe.update(p0, data, alpha)
+            evals = probe.evals
+            for name, (sec, k) in probe.hits.items():
+                if name not in exact_hits or sec < exact_hits[name][0]:
+                    exact_hits[name] = (sec, k)
 
     # Adam over the learning-rate grid
     runs = {}
@@ -664,8 +668,8 @@ def main(argv=None):
             "tolerance (target >= 20x); (3) 1,000 rounds on the 256-response tree (target "
             "< 10 s). Prints markdown tables."
         ),
-        epilog="Set OPENBLAS_NUM_THREADS=1 for timings that do not depend on other processes "
-               "(see the module docstring). Part 2 needs torch; without it part 2 is skipped.",
+        epilog="BLAS threads: run() limits BLAS to one thread; part 2 applies the same limit "
+               "to the exact update it times outside run() (see the module docstring). Part 2 needs torch; without it part 2 is skipped.",
     )
     parser.add_argument("--quick", action="store_true",
                         help="smoke test (< 30 s): rounds 1e2 and 1e3 (16 responses), 1e2 (256 "
