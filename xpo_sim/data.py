@@ -18,17 +18,55 @@ from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 __all__ = ["PreferenceData"]
 
 
+class _Growable:
+    """A numpy array that grows along axis 0 by doubling (amortized O(1) appends)."""
+
+    def __init__(self, shape_tail=(), dtype=np.float64, fill=0):
+        self.data = np.full((8, *shape_tail), fill, dtype=dtype)
+        self.fill = fill
+        self.size = 0
+
+    def append(self, row) -> int:
+        if self.size == self.data.shape[0]:
+            bigger = np.full((2 * self.size, *self.data.shape[1:]), self.fill, dtype=self.data.dtype)
+            bigger[: self.size] = self.data
+            self.data = bigger
+        self.data[self.size] = row
+        self.size += 1
+        return self.size - 1
+
+    def widen(self, width: int) -> None:
+        """Pad axis 1 (with ``fill``) to at least ``width`` columns."""
+        if self.data.shape[1] < width:
+            wider = np.full((self.data.shape[0], width), self.fill, dtype=self.data.dtype)
+            wider[:, : self.data.shape[1]] = self.data
+            self.data = wider
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.size]
+
+
 class PreferenceData:
-    """Counts of preference pairs and of explored responses over distinct trajectories."""
+    """Counts of preference pairs and of explored responses over distinct trajectories.
+
+    Stored in arrays that grow in place, so reading the kernel-ready arrays costs nothing
+    per round beyond the new data.
+    """
 
     def __init__(self, mdp: TokenMDP):
         self.mdp = mdp
         self._index: dict[tuple, int] = {}
-        self._paths: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pairs: dict[tuple[int, int], int] = {}
-        self._explored: dict[int, int] = {}
+        self._states = _Growable((1,), np.int64, -1)
+        self._actions = _Growable((1,), np.int64, -1)
+        self._lengths = _Growable((), np.int64)
+        self._ref_logp = _Growable((), np.float64)
+        self._pair_row: dict[tuple[int, int], int] = {}
+        self._pair_ends = _Growable((2,), np.int64)
+        self._pair_count = _Growable((), np.float64)
+        self._explore_row: dict[int, int] = {}
+        self._explore_path = _Growable((), np.int64)
+        self._explore_count = _Growable((), np.float64)
         self.n_pairs = 0
-        self._arrays = None
 
     # ---------------------------------------------------------------- adding
     def path_ids(self, batch: TrajectoryBatch) -> np.ndarray:
@@ -40,65 +78,66 @@ class PreferenceData:
             key = (int(states[0]), *actions.tolist())
             k = self._index.get(key)
             if k is None:
-                k = len(self._paths)
+                self._states.widen(n)
+                self._actions.widen(n)
+                row = np.full(self._states.data.shape[1], -1, dtype=np.int64)
+                row[:n] = states
+                k = self._states.append(row)
+                row[:n] = actions
+                self._actions.append(row)
+                self._lengths.append(n)
+                self._ref_logp.append(self.mdp.ref_logp[states, actions].sum())
                 self._index[key] = k
-                self._paths.append((states.copy(), actions.copy()))
-                self._arrays = None
             ids[i] = k
         return ids
 
     def add_pairs(self, chosen: np.ndarray, rejected: np.ndarray) -> None:
         """Record preference pairs given as path indices (chosen ≻ rejected)."""
+        counts = self._pair_count
         for c, r in zip(chosen.tolist(), rejected.tolist()):
-            self._pairs[(c, r)] = self._pairs.get((c, r), 0) + 1
+            row = self._pair_row.get((c, r))
+            if row is None:
+                row = self._pair_ends.append((c, r))
+                counts.append(0.0)
+                self._pair_row[(c, r)] = row
+            counts.data[row] += 1.0
         self.n_pairs += len(chosen)
-        self._arrays = None
 
     def add_explored(self, ids: np.ndarray) -> None:
         """Record responses that enter the exploration bonus."""
+        counts = self._explore_count
         for k in ids.tolist():
-            self._explored[k] = self._explored.get(k, 0) + 1
-        self._arrays = None
+            row = self._explore_row.get(k)
+            if row is None:
+                row = self._explore_path.append(k)
+                counts.append(0.0)
+                self._explore_row[k] = row
+            counts.data[row] += 1.0
 
     # ---------------------------------------------------------------- views
     @property
     def n_distinct(self) -> int:
-        return len(self._paths)
+        return self._lengths.size
 
     @property
     def n_explored(self) -> int:
-        return int(sum(self._explored.values()))
+        return int(self._explore_count.view().sum())
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Kernel-ready arrays (int64/float64, C-contiguous), cached until the next change."""
-        if self._arrays is None:
-            n = len(self._paths)
-            width = max((len(a) for _, a in self._paths), default=1)
-            states = np.full((n, width), -1, dtype=np.int64)
-            actions = np.full((n, width), -1, dtype=np.int64)
-            lengths = np.zeros(n, dtype=np.int64)
-            ref_logp = np.zeros(n)
-            for k, (s, a) in enumerate(self._paths):
-                states[k, : len(s)] = s
-                actions[k, : len(a)] = a
-                lengths[k] = len(a)
-                ref_logp[k] = self.mdp.ref_logp[s, a].sum()
-            pairs = np.array(list(self._pairs.keys()), dtype=np.int64).reshape(-1, 2)
-            explored = np.array(list(self._explored.keys()), dtype=np.int64)
-            self._arrays = dict(
-                path_states=states,
-                path_actions=actions,
-                path_lengths=lengths,
-                path_ref_logp=ref_logp,
-                pair_chosen=np.ascontiguousarray(pairs[:, 0]),
-                pair_rejected=np.ascontiguousarray(pairs[:, 1]),
-                pair_count=np.array(list(self._pairs.values()), dtype=np.float64),
-                explore_path=explored,
-                explore_count=np.array(list(self._explored.values()), dtype=np.float64),
-            )
-        return self._arrays
+        """Kernel-ready arrays (int64/float64, C-contiguous views of the stored data)."""
+        ends = self._pair_ends.view()
+        return dict(
+            path_states=self._states.view(),
+            path_actions=self._actions.view(),
+            path_lengths=self._lengths.view(),
+            path_ref_logp=self._ref_logp.view(),
+            pair_chosen=np.ascontiguousarray(ends[:, 0]),
+            pair_rejected=np.ascontiguousarray(ends[:, 1]),
+            pair_count=self._pair_count.view(),
+            explore_path=self._explore_path.view(),
+            explore_count=self._explore_count.view(),
+        )
 
     def batch(self) -> TrajectoryBatch:
         """Every distinct trajectory seen so far."""
-        a = self.arrays()
-        return TrajectoryBatch(a["path_states"], a["path_actions"], a["path_lengths"])
+        return TrajectoryBatch(self._states.view(), self._actions.view(), self._lengths.view())
