@@ -43,7 +43,8 @@ from xpo_sim.preferences import BradleyTerry
 from xpo_sim.soft import evaluate, solve_soft
 from xpo_sim.trajectories import as_generator, sample_trajectories, trajectory_reward
 
-__all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "run", "COLUMNS"]
+__all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "run", "COLUMNS", "RunRecorder",
+           "label_and_store", "record_rounds"]
 
 SAMPLERS = ("ref", "current", "history")
 SCHEDULES = ("constant", "inv_sqrt")
@@ -178,7 +179,7 @@ class XPO(Algorithm):
         return self.sampler == "current"
 
 
-def _record_rounds(record, rounds: int) -> set[int]:
+def record_rounds(record, rounds: int) -> set[int]:
     if record == "all":
         return set(range(rounds + 1))
     if record == "geometric":
@@ -205,6 +206,48 @@ def _make_policy_class(mdp, beta, policy, policy_options):
     if policy == "logits":
         return LogitsClass(mdp, beta, **policy_options)
     raise ValueError(f"unknown policy class {policy!r}: expected 'implicit' or 'logits'")
+
+
+def label_and_store(mdp: TokenMDP, data: PreferenceData, oracle, y: TrajectoryBatch,
+                    y_tilde: TrajectoryBatch, rng, bonus_on_pair: bool) -> None:
+    """Label each pair (y_i, ỹ_i) with the oracle on their true rewards, add the pairs to
+    ``data``, and add ỹ (or, with ``bonus_on_pair``, both responses) to the explored set."""
+    y_ids, y_tilde_ids = data.path_ids(y), data.path_ids(y_tilde)
+    prefer_y = np.asarray(oracle.prefer(trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng))
+    data.add_pairs(np.where(prefer_y, y_ids, y_tilde_ids), np.where(prefer_y, y_tilde_ids, y_ids))
+    data.add_explored(np.concatenate([y_ids, y_tilde_ids]) if bonus_on_pair else y_tilde_ids)
+
+
+class RunRecorder:
+    """Exact metrics of successive iterates (the rows of :func:`run`): one
+    :meth:`record` call per iterate; only rounds in ``recorded`` become rows, but every
+    call counts towards ``best_regret``. ``tracker`` must be fed the sampling
+    distributions for ``log_concentrability``."""
+
+    def __init__(self, mdp: TokenMDP, beta: float, algorithm_name: str, recorded, max_enumerate: int):
+        self.mdp, self.beta, self.name = mdp, beta, algorithm_name
+        self.recorded = recorded
+        self.solution = solve_soft(mdp, beta)
+        self.star = evaluate(mdp, self.solution.logp, beta)
+        self.tracker = ConcentrabilityTracker(mdp, self.solution.logp, max_enumerate)
+        self.best_regret = math.inf
+        self.rows: list[dict] = []
+
+    def record(self, t: int, logp: np.ndarray, data: PreferenceData, alpha_t: float) -> None:
+        ev = evaluate(self.mdp, logp, self.beta)
+        regret = self.solution.value - ev.value
+        self.best_regret = min(self.best_regret, regret)
+        if t in self.recorded:
+            self.rows.append(dict(
+                algorithm=self.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
+                regret=regret, best_regret=self.best_regret, reward_regret=self.star.reward - ev.reward,
+                kl_ref=ev.kl, opt_mass=optimal_mass(self.mdp, logp),
+                seen_star_mass=seen_mass(self.mdp, self.solution.logp, data.batch()),
+                distinct_seen=data.n_distinct, log_concentrability=self.tracker.value(),
+            ))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
 
 
 def run(
@@ -261,35 +304,17 @@ def run(
     oracle = BradleyTerry() if oracle is None else oracle
     policy_class = _make_policy_class(mdp, beta, policy, policy_options)
     rounds = algorithm.total_rounds(int(rounds))
-    recorded = _record_rounds(record, rounds)
+    recorded = record_rounds(record, rounds)
 
-    solution = solve_soft(mdp, beta)
-    star = evaluate(mdp, solution.logp, beta)
+    recorder = RunRecorder(mdp, beta, algorithm.name, recorded, max_enumerate)
+    tracker = recorder.tracker
     data = PreferenceData(mdp)
-    tracker = ConcentrabilityTracker(mdp, solution.logp, max_enumerate)
     history_log_sum = None  # running log Σ_i πⁱ(τ) over the enumeration, for "history"
     iterates: list[np.ndarray] = []
 
     params = policy_class.initial_params()
     logp = np.array(mdp.ref_logp)
-    best_regret = math.inf
-    rows = []
-
-    def record_row(t: int, alpha_t: float) -> None:
-        nonlocal best_regret
-        ev = evaluate(mdp, logp, beta)
-        regret = solution.value - ev.value
-        best_regret = min(best_regret, regret)
-        if t in recorded:
-            rows.append(dict(
-                algorithm=algorithm.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
-                regret=regret, best_regret=best_regret, reward_regret=star.reward - ev.reward,
-                kl_ref=ev.kl, opt_mass=optimal_mass(mdp, logp),
-                seen_star_mass=seen_mass(mdp, solution.logp, data.batch()),
-                distinct_seen=data.n_distinct, log_concentrability=tracker.value(),
-            ))
-
-    record_row(0, 0.0)
+    recorder.record(0, logp, data, 0.0)
     steps = range(1, rounds + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -311,10 +336,7 @@ def run(
             else:
                 y_tilde = sample_trajectories(mdp, samplers[algorithm.explore_sampler], n, rng,
                                               start_states=prompts)
-            y_ids, y_tilde_ids = data.path_ids(y), data.path_ids(y_tilde)
-            prefer_y = np.asarray(oracle.prefer(trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng))
-            data.add_pairs(np.where(prefer_y, y_ids, y_tilde_ids), np.where(prefer_y, y_tilde_ids, y_ids))
-            data.add_explored(np.concatenate([y_ids, y_tilde_ids]) if algorithm.bonus_on_pair() else y_tilde_ids)
+            label_and_store(mdp, data, oracle, y, y_tilde, rng, algorithm.bonus_on_pair())
 
             if tracker.enabled:
                 log_y = tracker.policy_logp(y_logp)
@@ -329,6 +351,6 @@ def run(
             alpha_t = algorithm.alpha_at(t)
             params = policy_class.update(params, data, alpha_t)
             logp = policy_class.policy_logp(params)
-            record_row(t, alpha_t)
+            recorder.record(t, logp, data, alpha_t)
 
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return recorder.frame()
