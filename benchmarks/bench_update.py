@@ -304,7 +304,7 @@ def print_part1(results):
                   f"{longest['rounds']:,} rounds / at 1,000 rounds = {ratio:.2f} "
                   f"(target <= {FLAT_TARGET}): {'MET' if ok else 'NOT MET'}")
         else:
-            print(f"\nflat once distinct pairs saturate: not judged (needs a run longer than 1,000 rounds)")
+            print("\nflat once distinct pairs saturate: not judged (needs a run longer than 1,000 rounds)")
 
 
 # --------------------------------------------------------------------------- part 2

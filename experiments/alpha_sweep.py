@@ -16,10 +16,8 @@ Outputs: shards and summary.csv in --out; figures/alpha_sweep.png: final regret 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -27,9 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from xpo_sim import envs  # noqa: E402
-from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.metrics import coverability, theory_alpha  # noqa: E402
-from xpo_sim.sweep import RunConfig, check_sweep_arguments, execute_sweep, sweep_cli_arguments  # noqa: E402
+from xpo_sim.sweep import RunConfig, parse_sweep_args, print_summary, run_experiment  # noqa: E402
 
 BETA, EPS, BATCH, N_RESPONSES = 0.1, 1e-3, 8, 8
 
@@ -89,22 +86,13 @@ def plot(summary, alpha_theory):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep_cli_arguments(parser, default_out="results/alpha_sweep")
-    args = parser.parse_args(argv)
-    check_sweep_arguments(parser, args)
+    args = parse_sweep_args(__doc__, "results/alpha_sweep", argv)
+    start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 8)
     configs, alpha_theory = build_configs(args.quick, seeds)
-    start = time.perf_counter()
-    print(f"alpha sweep: {len(configs)} runs ({seeds} seeds) -> {args.out}", file=sys.stderr)
-    df = execute_sweep(configs, args)
-    summary = summarize_runs(queries_to_threshold(df))
-    summary.to_csv(Path(args.out) / "summary.csv", index=False)
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
+    _, _, summary, figures = run_experiment("alpha sweep", configs, args)
     plot(summary, alpha_theory).savefig(figures / "alpha_sweep.png", dpi=120)
-    print(summary[["label", "runs", "queries_median", "reached", "final_regret_rel", "best_regret_rel"]]
-          .to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print_summary(summary, ["label", "runs", "queries_median", "reached", "final_regret_rel", "best_regret_rel"])
     print(f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 

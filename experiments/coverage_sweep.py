@@ -34,7 +34,6 @@ A rerun skips finished runs (delete --out or pass --force to recompute).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -44,9 +43,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.plotting import plot_coverage, plot_queries_vs_inverse_eps, plot_regret_curves  # noqa: E402
-from xpo_sim.sweep import RunConfig, check_sweep_arguments, execute_sweep, sweep_cli_arguments  # noqa: E402
+from xpo_sim.sweep import RunConfig, parse_sweep_args, print_summary, run_experiment  # noqa: E402
 
 BETA = 0.1
 DEFAULT_SEEDS = 12
@@ -95,25 +93,11 @@ def build_configs(quick: bool, seeds: int) -> list[RunConfig]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sweep_cli_arguments(parser, default_out="results/coverage_sweep")
-    args = parser.parse_args(argv)
-    check_sweep_arguments(parser, args)
-    seeds = args.seeds or (2 if args.quick else DEFAULT_SEEDS)
-    configs = build_configs(args.quick, seeds)
-
+    args = parse_sweep_args(__doc__, "results/coverage_sweep", argv)
     start = time.perf_counter()
-    print(f"coverage sweep: {len(configs)} runs ({seeds} seeds) -> {args.out}", file=sys.stderr)
-    df = execute_sweep(configs, args)
-    per_run = queries_to_threshold(df, fraction=0.1)
-    summary = summarize_runs(per_run)
-    out = Path(args.out)
-    summary.to_csv(out / "summary.csv", index=False)
+    seeds = args.seeds or (2 if args.quick else DEFAULT_SEEDS)
+    df, per_run, summary, figures = run_experiment("coverage sweep", build_configs(args.quick, seeds), args)
 
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
     groups = ["two_arm", "bandit_needle", "token_needle"]
     plot_queries_vs_inverse_eps(per_run, groups, TITLES).savefig(figures / "coverage_queries.png", dpi=120)
     eps_shown = [1e-2] if args.quick else [1e-2, 1e-3]
@@ -127,9 +111,8 @@ def main(argv=None) -> int:
     coverage_eps = 1e-2 if args.quick else 1e-3
     plot_coverage(df, "token_needle", coverage_eps).savefig(figures / "coverage_metrics.png", dpi=110)
 
-    shown = summary[["group", "label", "eps", "runs", "queries_median", "reached", "final_regret_rel"]]
-    print(shown.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-    print(f"\nsummary: {out / 'summary.csv'}; figures: {figures}/coverage_*.png; "
+    print_summary(summary, ["group", "label", "eps", "runs", "queries_median", "reached", "final_regret_rel"])
+    print(f"\nsummary: {Path(args.out) / 'summary.csv'}; figures: {figures}/coverage_*.png; "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 

@@ -16,18 +16,15 @@ band over seeds) and figures/regret_curves_coverage.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.plotting import plot_coverage, plot_regret_curves  # noqa: E402
-from xpo_sim.sweep import RunConfig, check_sweep_arguments, execute_sweep, sweep_cli_arguments  # noqa: E402
+from xpo_sim.sweep import RunConfig, parse_sweep_args, print_summary, run_experiment  # noqa: E402
 
 BETA, EPS, BATCH = 0.1, 1e-3, 8
 ALGORITHMS = [
@@ -55,24 +52,14 @@ def build_configs(quick: bool, seeds: int) -> list[RunConfig]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep_cli_arguments(parser, default_out="results/regret_curves")
-    args = parser.parse_args(argv)
-    check_sweep_arguments(parser, args)
-    seeds = args.seeds or (2 if args.quick else 8)
-    configs = build_configs(args.quick, seeds)
+    args = parse_sweep_args(__doc__, "results/regret_curves", argv)
     start = time.perf_counter()
-    print(f"regret curves: {len(configs)} runs ({seeds} seeds) -> {args.out}", file=sys.stderr)
-    df = execute_sweep(configs, args)
-    summary = summarize_runs(queries_to_threshold(df))
-    summary.to_csv(Path(args.out) / "summary.csv", index=False)
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
+    seeds = args.seeds or (2 if args.quick else 8)
+    df, _, summary, figures = run_experiment("regret curves", build_configs(args.quick, seeds), args)
     title = {("token_needle", EPS): f"token_needle(4, 3, ε = {EPS:g}), β = {BETA}, {BATCH} pairs/round"}
     plot_regret_curves(df, [("token_needle", EPS)], title).savefig(figures / "regret_curves.png", dpi=120)
     plot_coverage(df, "token_needle", EPS).savefig(figures / "regret_curves_coverage.png", dpi=110)
-    print(summary[["label", "policy", "runs", "queries_median", "reached", "final_regret_rel", "best_regret_rel"]]
-          .to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print_summary(summary, ["label", "policy", "runs", "queries_median", "reached", "final_regret_rel", "best_regret_rel"])
     print(f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 

@@ -161,14 +161,7 @@ def ipo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, bet
     target as τ⁻¹/2 for its regularization strength τ; here τ = β. At π = π_ref it equals
     1/(4β²). No reduction.
     """
-    _namespace(
-        logp_chosen=logp_chosen,
-        logp_rejected=logp_rejected,
-        ref_logp_chosen=ref_logp_chosen,
-        ref_logp_rejected=ref_logp_rejected,
-    )
-    _check_beta(beta)
-    h = (logp_chosen - ref_logp_chosen) - (logp_rejected - ref_logp_rejected)
+    h = dpo_margin(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, beta) / beta
     gap = h - 1 / (2 * beta)
     return gap * gap
 

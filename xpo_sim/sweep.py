@@ -24,7 +24,7 @@ import tempfile
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ __all__ = [
     "load_results",
     "SerialExecutor",
     "make_executor",
+    "parse_sweep_args",
+    "run_experiment",
+    "print_summary",
 ]
 
 SHARD_DIR = "shards"
@@ -281,5 +284,32 @@ def execute_sweep(configs: list[RunConfig], args) -> pd.DataFrame:
         raise SystemExit(1) from None
 
 
-def _jsonable(value: Any) -> Any:  # pragma: no cover - kept for callers that log configs
-    return _canonical(value)
+def parse_sweep_args(doc: str, default_out: str, argv=None):
+    """The parsed, checked flags of a sweep script whose ``--help`` shows ``doc``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep_cli_arguments(parser, default_out)
+    args = parser.parse_args(argv)
+    check_sweep_arguments(parser, args)
+    return args
+
+
+def run_experiment(name: str, configs: list[RunConfig], args, fraction: float = 0.1):
+    """Run a sweep script's configs, write ``summary.csv`` to ``--out`` and create the
+    ``--figures`` folder. Returns (rows, per-run table, summary, figures folder)."""
+    from xpo_sim.analysis import queries_to_threshold, summarize_runs
+
+    seeds = len({c.replicate for c in configs})
+    print(f"{name}: {len(configs)} runs ({seeds} seeds) -> {args.out}", file=sys.stderr)
+    df = execute_sweep(configs, args)
+    per_run = queries_to_threshold(df, fraction=fraction)
+    summary = summarize_runs(per_run)
+    summary.to_csv(Path(args.out) / "summary.csv", index=False)
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    return df, per_run, summary, figures
+
+
+def print_summary(summary: pd.DataFrame, columns: list[str]) -> None:
+    print(summary[columns].to_string(index=False, float_format=lambda x: f"{x:.3g}"))

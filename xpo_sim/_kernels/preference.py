@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from xpo_sim._kernels.soft import occupancy_forward, soft_backward
+from xpo_sim._kernels.trajectories import sum_along
 
 NEG_INF = -np.inf
 
@@ -76,11 +77,9 @@ def implicit_reward_objective(next_state, ref_logp, beta, reward_hat, path_state
     soft_backward(next_state, reward_hat, ref_logp, beta, q_work, v_work, logp_work)
     n_paths = path_lengths.shape[0]
     log_ratio = np.empty(n_paths)
+    sum_along(reward_hat, path_states, path_actions, path_lengths, log_ratio)  # r̂(τ_k)
     for k in range(n_paths):
-        acc = 0.0
-        for h in range(path_lengths[k]):
-            acc += reward_hat[path_states[k, h], path_actions[k, h]]
-        log_ratio[k] = (acc - v_work[path_states[k, 0]]) / beta
+        log_ratio[k] = (log_ratio[k] - v_work[path_states[k, 0]]) / beta
     dlog_ratio = np.empty(n_paths)
     loss = preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
                             explore_path, explore_weight, dlog_ratio)
@@ -138,11 +137,9 @@ def logits_objective(ref_logp, beta, theta, path_states, path_actions, path_leng
     logits_policy(ref_logp, theta, logp_work)
     n_paths = path_lengths.shape[0]
     log_ratio = np.empty(n_paths)
+    sum_along(logp_work, path_states, path_actions, path_lengths, log_ratio)  # log π(τ_k)
     for k in range(n_paths):
-        acc = 0.0
-        for h in range(path_lengths[k]):
-            acc += logp_work[path_states[k, h], path_actions[k, h]]
-        log_ratio[k] = acc - path_ref_logp[k]
+        log_ratio[k] -= path_ref_logp[k]
     dlog_ratio = np.empty(n_paths)
     loss = preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
                             explore_path, explore_weight, dlog_ratio)
