@@ -32,14 +32,20 @@ def random_data(mdp, rng, n_pairs=12, n_explore=6):
     return data
 
 
-def objective_from_losses(mdp, logp, data, beta, alpha):
+def objective_from_losses(mdp, logp, data, beta, alpha, loss="dpo"):
     """The round objective written with the reference loss functions of ``xpo_sim.losses``:
-    Σ_pairs count · ℓ_DPO + Σ_explored count · α log π(ỹ)."""
+    Σ_pairs count · ℓ(pair) + Σ_explored count · α log π(ỹ), ℓ = DPO, IPO or LN-DPO."""
     arrays = data.arrays()
     path_logp = xpo_sim.trajectory_logp(mdp, logp, data.batch())
     ref = arrays["path_ref_logp"]
     c, r = arrays["pair_chosen"], arrays["pair_rejected"]
-    dpo = losses.dpo_loss(path_logp[c], path_logp[r], ref[c], ref[r], beta)
+    if loss == "dpo":
+        dpo = losses.dpo_loss(path_logp[c], path_logp[r], ref[c], ref[r], beta)
+    elif loss == "ipo":
+        dpo = losses.ipo_loss(path_logp[c], path_logp[r], ref[c], ref[r], beta)
+    else:
+        lengths = arrays["path_lengths"].astype(float)
+        dpo = losses.ln_dpo_loss(path_logp[c], path_logp[r], ref[c], ref[r], lengths[c], lengths[r], beta)
     bonus = losses.xpo_bonus(path_logp[arrays["explore_path"]], alpha)
     return float(np.sum(arrays["pair_count"] * dpo) + np.sum(arrays["explore_count"] * bonus))
 
@@ -56,35 +62,36 @@ def central_difference(f, x, h=1e-6):
 
 beta_values = st.floats(0.05, 5.0)
 alpha_values = st.sampled_from([0.0, 0.03, 1.0])
+loss_names = st.sampled_from(["dpo", "ipo", "ln_dpo"])
 
 
 @settings(max_examples=30)
-@given(mdp=mdps(), beta=beta_values, alpha=alpha_values, seed=st.integers(0, 2**32 - 1))
-def test_implicit_objective_value_and_gradient(mdp, beta, alpha, seed):
+@given(mdp=mdps(), beta=beta_values, alpha=alpha_values, loss=loss_names, seed=st.integers(0, 2**32 - 1))
+def test_implicit_objective_value_and_gradient(mdp, beta, alpha, loss, seed):
     rng = np.random.default_rng(seed)
     data = random_data(mdp, rng)
     cls = ImplicitRewardClass(mdp, beta, support="all", box=(-2, 2))
     params = rng.uniform(-1, 1, cls.n_params)
-    loss, grad = cls.objective(params, data, alpha)
+    value, grad = cls.objective(params, data, alpha, loss)
     # value: the numba kernel equals the losses.py definition at the implied policy
-    expected = objective_from_losses(mdp, cls.policy_logp(params), data, beta, alpha)
-    assert loss == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    expected = objective_from_losses(mdp, cls.policy_logp(params), data, beta, alpha, loss)
+    assert value == pytest.approx(expected, rel=1e-9, abs=1e-9)
     # gradient: central differences (error O(h²·f''') ≈ 1e-10 here; tolerance 1e-5 relative)
-    numeric = central_difference(lambda p: cls.objective(p, data, alpha)[0], params)
+    numeric = central_difference(lambda p: cls.objective(p, data, alpha, loss)[0], params)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6 * (1 + np.abs(numeric).max()))
 
 
 @settings(max_examples=30)
-@given(mdp=mdps(), beta=beta_values, alpha=alpha_values, seed=st.integers(0, 2**32 - 1))
-def test_logits_objective_value_and_gradient(mdp, beta, alpha, seed):
+@given(mdp=mdps(), beta=beta_values, alpha=alpha_values, loss=loss_names, seed=st.integers(0, 2**32 - 1))
+def test_logits_objective_value_and_gradient(mdp, beta, alpha, loss, seed):
     rng = np.random.default_rng(seed)
     data = random_data(mdp, rng)
     cls = LogitsClass(mdp, beta)
     theta = np.where(mdp.allowed, rng.normal(size=mdp.ref_logp.shape), 0.0)
-    loss, grad = cls.objective(theta, data, alpha)
-    expected = objective_from_losses(mdp, cls.policy_logp(theta), data, beta, alpha)
-    assert loss == pytest.approx(expected, rel=1e-9, abs=1e-9)
-    numeric = central_difference(lambda p: cls.objective(p, data, alpha)[0], theta)
+    value, grad = cls.objective(theta, data, alpha, loss)
+    expected = objective_from_losses(mdp, cls.policy_logp(theta), data, beta, alpha, loss)
+    assert value == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    numeric = central_difference(lambda p: cls.objective(p, data, alpha, loss)[0], theta)
     np.testing.assert_allclose(grad[mdp.allowed], numeric[mdp.allowed], rtol=1e-5,
                                atol=1e-6 * (1 + np.abs(numeric).max()))
 
@@ -100,7 +107,7 @@ def test_preference_kernels_equal_their_py_func():
     for kernel in (pref_kernels.implicit_reward_objective, pref_kernels.implicit_reward_objective.py_func):
         work = [np.empty(shape), np.empty(mdp.n_states), np.empty(shape), np.empty(mdp.n_states),
                 np.empty(mdp.n_states), np.empty(shape)]
-        loss = kernel(mdp.next_state, mdp.ref_logp, 0.3, reward_hat, a["path_states"], a["path_actions"],
+        loss = kernel(mdp.next_state, mdp.ref_logp, 0.3, 0, reward_hat, a["path_states"], a["path_actions"],
                       a["path_lengths"], a["path_ref_logp"], a["pair_chosen"], a["pair_rejected"],
                       a["pair_count"], a["explore_path"], 0.5 * a["explore_count"], *work)
         outputs.append((loss, work[-1]))
@@ -110,7 +117,7 @@ def test_preference_kernels_equal_their_py_func():
     results = []
     for kernel in (pref_kernels.logits_objective, pref_kernels.logits_objective.py_func):
         logp, weight, grad = np.empty(shape), np.empty(mdp.n_states), np.empty(shape)
-        loss = kernel(mdp.ref_logp, 0.3, theta, a["path_states"], a["path_actions"], a["path_lengths"],
+        loss = kernel(mdp.ref_logp, 0.3, 0, theta, a["path_states"], a["path_actions"], a["path_lengths"],
                       a["path_ref_logp"], a["pair_chosen"], a["pair_rejected"], a["pair_count"],
                       a["explore_path"], 0.5 * a["explore_count"], logp, weight, grad)
         results.append((loss, grad))

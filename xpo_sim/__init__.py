@@ -9,6 +9,7 @@ from xpo_sim import envs, losses
 from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO, run
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
+from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, CountUCB, ExPO, IterativeDPO
 from xpo_sim.metrics import optimal_mass, regret, seen_mass
 from xpo_sim.policies import ImplicitRewardClass, LogitsClass
 from xpo_sim.preferences import Argmax, BradleyTerry
@@ -41,6 +42,13 @@ __all__ = [
     "OnlineDPO",
     "HybridDPO",
     "XPO",
+    "IterativeDPO",
+    "IPO",
+    "LNDPO",
+    "SELM",
+    "ExPO",
+    "RLHF",
+    "CountUCB",
     "run",
     "envs",
     "losses",

@@ -28,7 +28,7 @@ policy after t rounds of data (round 0 is π_ref). Every number in it is exact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable
 
 import numpy as np
@@ -38,20 +38,20 @@ from threadpoolctl import threadpool_limits
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch, check_beta
 from xpo_sim.metrics import ConcentrabilityTracker, optimal_mass, seen_mass
-from xpo_sim.policies import ImplicitRewardClass, LogitsClass
+from xpo_sim.policies import ImplicitRewardClass, LogitsClass, loss_kind
 from xpo_sim.preferences import BradleyTerry
 from xpo_sim.soft import evaluate, solve_soft
 from xpo_sim.trajectories import as_generator, sample_trajectories, trajectory_reward
 
 __all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "run", "COLUMNS", "RunRecorder",
-           "label_and_store", "record_rounds"]
+           "RoundContext", "label_and_store", "store_pairs", "record_rounds"]
 
 SAMPLERS = ("ref", "current", "history")
 SCHEDULES = ("constant", "inv_sqrt")
 
 COLUMNS = [
     "algorithm", "round", "pairs", "alpha", "regret", "best_regret", "reward_regret", "kl_ref",
-    "opt_mass", "seen_star_mass", "distinct_seen", "log_concentrability",
+    "opt_mass", "seen_star_mass", "distinct_seen", "log_concentrability", "iterate_regret",
 ]
 
 
@@ -63,22 +63,35 @@ def _check_batch(batch) -> int:
 
 @dataclass(frozen=True)
 class Algorithm:
-    """Base config: which samplers produce y and ỹ, the bonus weight α_t, pairs per round."""
+    """Base config: which samplers produce y and ỹ, the bonus weight α_t, pairs per round
+    (``batch``) and the pair loss (``loss``: "dpo", "ipo" or "ln_dpo").
 
-    batch: int = 1
+    The round loop of :func:`run` calls three hooks, which subclasses may override:
+    :meth:`collect` (sample, label and store this round's data), :meth:`update` (the
+    policy update) and :meth:`reported_logp` (the policy whose metrics are recorded).
+    """
+
+    batch: int = field(default=1, kw_only=True)
+    loss: str = field(default="dpo", kw_only=True)
     policy_sampler: ClassVar[str] = "current"
     explore_sampler: ClassVar[str] = "ref"
+    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "logits")
 
     def __post_init__(self):
         _check_batch(self.batch)
+        loss_kind(self.loss)  # raises on an unknown loss
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
     def alpha_at(self, t: int) -> float:
-        """Bonus weight used in the objective after t rounds of data."""
+        """Bonus weight (TRL convention α·log π(ỹ)) used in the objective after t rounds."""
         return 0.0
+
+    def bonus_weight(self, t: int, beta: float) -> float:
+        """The weight of Σ log π(ỹ) in the minimized objective after t rounds."""
+        return self.alpha_at(t)
 
     def bonus_on_pair(self) -> bool:
         """Whether both responses of each pair enter the bonus (else only ỹ)."""
@@ -89,6 +102,26 @@ class Algorithm:
 
     def total_rounds(self, rounds: int) -> int:
         return rounds
+
+    # ----------------------------------------------------------------- hooks
+    def collect(self, ctx: "RoundContext") -> list[str]:
+        """Draw this round's prompts and pairs (y from ``policy_sampler``, ỹ from
+        ``explore_sampler``), label and store them; return the samplers used."""
+        prompts = ctx.prompts(self.pairs_in_round(ctx.t))
+        y = ctx.sample(self.policy_sampler, prompts)
+        y_tilde = ctx.sample(self.explore_sampler, prompts)
+        label_and_store(ctx.mdp, ctx.datasets, ctx.oracle, y, y_tilde, ctx.rng,
+                        "both" if self.bonus_on_pair() else "second")
+        return [self.policy_sampler, self.explore_sampler]
+
+    def update(self, ctx: "RoundContext") -> None:
+        """Set ``ctx.params`` and ``ctx.logp`` to the next iterate."""
+        ctx.params = ctx.policy_class.update(ctx.params, ctx.data, ctx.bonus, self.loss)
+        ctx.logp = ctx.policy_class.policy_logp(ctx.params)
+
+    def reported_logp(self, ctx: "RoundContext") -> np.ndarray:
+        """The policy whose exact metrics make the round's row (the iterate itself)."""
+        return ctx.logp
 
 
 @dataclass(frozen=True)
@@ -208,14 +241,67 @@ def _make_policy_class(mdp, beta, policy, policy_options):
     raise ValueError(f"unknown policy class {policy!r}: expected 'implicit' or 'logits'")
 
 
-def label_and_store(mdp: TokenMDP, data: PreferenceData, oracle, y: TrajectoryBatch,
-                    y_tilde: TrajectoryBatch, rng, bonus_on_pair: bool) -> None:
-    """Label each pair (y_i, ỹ_i) with the oracle on their true rewards, add the pairs to
-    ``data``, and add ỹ (or, with ``bonus_on_pair``, both responses) to the explored set."""
-    y_ids, y_tilde_ids = data.path_ids(y), data.path_ids(y_tilde)
+def store_pairs(datasets: list[PreferenceData], chosen: TrajectoryBatch, rejected: TrajectoryBatch,
+                explored: TrajectoryBatch | None = None) -> None:
+    """Add the pairs chosen_i ≻ rejected_i (and the explored responses) to every dataset."""
+    for data in datasets:
+        data.add_pairs(data.path_ids(chosen), data.path_ids(rejected))
+        if explored is not None and len(explored):
+            data.add_explored(data.path_ids(explored))
+
+
+def label_and_store(mdp: TokenMDP, datasets: list[PreferenceData], oracle, y: TrajectoryBatch,
+                    y_tilde: TrajectoryBatch, rng, explored: str = "second") -> None:
+    """Label each pair (y_i, ỹ_i) with the oracle on their true rewards and store it in every
+    dataset. ``explored``: which responses enter the bonus — "second" (ỹ), "both" or "none"."""
     prefer_y = np.asarray(oracle.prefer(trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng))
-    data.add_pairs(np.where(prefer_y, y_ids, y_tilde_ids), np.where(prefer_y, y_tilde_ids, y_ids))
-    data.add_explored(np.concatenate([y_ids, y_tilde_ids]) if bonus_on_pair else y_tilde_ids)
+    winner = np.where(prefer_y, 0, 1)
+    both = TrajectoryBatch.concatenate([y, y_tilde])
+    n = len(y)
+    chosen = both.take(np.arange(n) + n * winner)
+    rejected = both.take(np.arange(n) + n * (1 - winner))
+    bonus = {"second": y_tilde, "both": both, "none": None}[explored]
+    store_pairs(datasets, chosen, rejected, bonus)
+
+
+class RoundContext:
+    """What a round's hooks see: the instance, the data, the policy class and the current
+    iterate. ``data`` accumulates everything (the coverage metrics read it); an algorithm
+    that trains on each round's data alone reads ``round_data``."""
+
+    def __init__(self, mdp: TokenMDP, beta: float, rng, oracle, policy_class, keep_iterates: bool):
+        self.mdp, self.beta, self.rng, self.oracle = mdp, beta, rng, oracle
+        self.policy_class = policy_class
+        self.data = PreferenceData(mdp)
+        self.round_data = PreferenceData(mdp)
+        self.params = policy_class.initial_params()
+        self.logp = np.array(mdp.ref_logp)
+        self.previous_logp = self.logp
+        self.iterates: list[np.ndarray] | None = [] if keep_iterates else None
+        self.state: dict = {}  # per-run state of an algorithm (a reward model, a second policy …)
+        self.t = 0
+        self.bonus = 0.0
+
+    @property
+    def datasets(self) -> list[PreferenceData]:
+        return [self.data, self.round_data]
+
+    def prompts(self, n: int) -> np.ndarray:
+        return self.rng.choice(self.mdp.n_states, size=n, p=self.mdp.start)
+
+    def sampler_logp(self, name: str) -> np.ndarray:
+        tables = {"ref": self.mdp.ref_logp, "current": self.logp, "previous": self.previous_logp}
+        return tables[name]
+
+    def sample(self, name: str, prompts: np.ndarray, per_prompt: int = 1) -> TrajectoryBatch:
+        """``per_prompt`` responses to each prompt from the sampler ``name`` ("ref",
+        "current", "previous" = the iterate before the last update, "history" = uniform
+        mixture of the iterates so far)."""
+        prompts = np.repeat(prompts, per_prompt)
+        if name == "history":
+            return _sample_mixture(self.mdp, self.iterates, prompts, self.rng)
+        return sample_trajectories(self.mdp, self.sampler_logp(name), len(prompts), self.rng,
+                                   start_states=prompts)
 
 
 class RunRecorder:
@@ -233,17 +319,24 @@ class RunRecorder:
         self.best_regret = math.inf
         self.rows: list[dict] = []
 
-    def record(self, t: int, logp: np.ndarray, data: PreferenceData, alpha_t: float) -> None:
+    def record(self, t: int, logp: np.ndarray, data: PreferenceData, alpha_t: float,
+               iterate_logp: np.ndarray | None = None) -> None:
+        """Score ``logp`` (the reported policy); ``iterate_logp``, when the algorithm
+        reports something other than its iterate (ExPO), gives ``iterate_regret``."""
         ev = evaluate(self.mdp, logp, self.beta)
         regret = self.solution.value - ev.value
         self.best_regret = min(self.best_regret, regret)
         if t in self.recorded:
+            iterate_regret = regret
+            if iterate_logp is not None and iterate_logp is not logp:
+                iterate_regret = self.solution.value - evaluate(self.mdp, iterate_logp, self.beta).value
             self.rows.append(dict(
                 algorithm=self.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
                 regret=regret, best_regret=self.best_regret, reward_regret=self.star.reward - ev.reward,
                 kl_ref=ev.kl, opt_mass=optimal_mass(self.mdp, logp),
                 seen_star_mass=seen_mass(self.mdp, self.solution.logp, data.batch()),
                 distinct_seen=data.n_distinct, log_concentrability=self.tracker.value(),
+                iterate_regret=iterate_regret,
             ))
 
     def frame(self) -> pd.DataFrame:
@@ -306,15 +399,14 @@ def run(
     rounds = algorithm.total_rounds(int(rounds))
     recorded = record_rounds(record, rounds)
 
+    if policy not in algorithm.policy_classes:
+        raise ValueError(f"{algorithm.name} runs with policy in {algorithm.policy_classes}, not {policy!r}")
     recorder = RunRecorder(mdp, beta, algorithm.name, recorded, max_enumerate)
     tracker = recorder.tracker
-    data = PreferenceData(mdp)
+    ctx = RoundContext(mdp, beta, rng, oracle, policy_class, keep_iterates=algorithm.explore_sampler == "history")
     history_log_sum = None  # running log Σ_i πⁱ(τ) over the enumeration, for "history"
-    iterates: list[np.ndarray] = []
 
-    params = policy_class.initial_params()
-    logp = np.array(mdp.ref_logp)
-    recorder.record(0, logp, data, 0.0)
+    recorder.record(0, algorithm.reported_logp(ctx), ctx.data, 0.0, iterate_logp=ctx.logp)
     steps = range(1, rounds + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -324,33 +416,27 @@ def run(
     # milliseconds per call synchronizing threads (30x slower runs on a loaded 2-core machine)
     with threadpool_limits(limits=1, user_api="blas"):
         for t in steps:
-            if algorithm.explore_sampler == "history":
-                iterates.append(logp)
-            samplers = {"ref": mdp.ref_logp, "current": logp}
-            n = algorithm.pairs_in_round(t)
-            prompts = rng.choice(mdp.n_states, size=n, p=mdp.start)
-            y_logp = samplers[algorithm.policy_sampler]
-            y = sample_trajectories(mdp, y_logp, n, rng, start_states=prompts)
-            if algorithm.explore_sampler == "history":
-                y_tilde = _sample_mixture(mdp, iterates, prompts, rng)
-            else:
-                y_tilde = sample_trajectories(mdp, samplers[algorithm.explore_sampler], n, rng,
-                                              start_states=prompts)
-            label_and_store(mdp, data, oracle, y, y_tilde, rng, algorithm.bonus_on_pair())
+            ctx.t = t
+            if ctx.iterates is not None:
+                ctx.iterates.append(ctx.logp)
+            ctx.round_data = PreferenceData(mdp)
+            used = algorithm.collect(ctx)
 
             if tracker.enabled:
-                log_y = tracker.policy_logp(y_logp)
-                if algorithm.explore_sampler == "history":
-                    history_log_sum = log_y if history_log_sum is None else np.logaddexp(history_log_sum, log_y)
-                    log_y_tilde = history_log_sum - math.log(t)
-                else:
-                    log_y_tilde = tracker.policy_logp(samplers[algorithm.explore_sampler])
-                tracker.add(log_y)
-                tracker.add(log_y_tilde)
+                log_current = tracker.policy_logp(ctx.logp)
+                history_log_sum = (log_current if history_log_sum is None
+                                   else np.logaddexp(history_log_sum, log_current))
+                for name in used:
+                    if name == "history":
+                        tracker.add(history_log_sum - math.log(t))
+                    elif name == "current":
+                        tracker.add(log_current)
+                    else:
+                        tracker.add(tracker.policy_logp(ctx.sampler_logp(name)))
 
-            alpha_t = algorithm.alpha_at(t)
-            params = policy_class.update(params, data, alpha_t)
-            logp = policy_class.policy_logp(params)
-            recorder.record(t, logp, data, alpha_t)
+            ctx.bonus = algorithm.bonus_weight(t, beta)
+            ctx.previous_logp = ctx.logp
+            algorithm.update(ctx)
+            recorder.record(t, algorithm.reported_logp(ctx), ctx.data, ctx.bonus, iterate_logp=ctx.logp)
 
     return recorder.frame()

@@ -16,6 +16,10 @@ reward differences
 * IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
   Preferences"): ℓ_IPO = (h − 1/(2τ))², with the paper's regularization τ played by β here.
   At π = π_ref it equals 1/(4β²).
+* LN-DPO (length-normalized DPO, as in SimPO's length normalization, Meng et al. 2024,
+  here with the reference kept): the implicit rewards are divided by the response lengths,
+  m_LN = β[(log π(τ₊) − log π_ref(τ₊))/|τ₊| − (log π(τ₋) − log π_ref(τ₋))/|τ₋|],
+  ℓ_LN-DPO = −log σ(m_LN). Equal to DPO with β/|τ| when both lengths are equal.
 * XPO bonus (Xie et al. 2024, "Exploratory Preference Optimization", Algorithm 1; the form
   TRL used): for an exploration sample ỹ the term α log π(ỹ) is **added** to the
   *minimized* objective, so minimizing lowers the probability of responses the sampling
@@ -51,6 +55,7 @@ __all__ = [
     "dpo_margin",
     "dpo_loss",
     "ipo_loss",
+    "ln_dpo_loss",
     "xpo_bonus",
     "selm_bonus",
     "xpo_objective",
@@ -167,6 +172,26 @@ def ipo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, bet
 
 
 # ---------------------------------------------------------------------- exploration
+def ln_dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected,
+                length_chosen, length_rejected, beta):
+    r"""Per-pair length-normalized DPO loss −log σ(m_LN) with
+    m_LN = β[(log π(τ₊) − log π_ref(τ₊))/|τ₊| − (log π(τ₋) − log π_ref(τ₋))/|τ₋|]
+    (length normalization of the implicit reward, Meng et al. 2024, "SimPO", kept here
+    with the reference policy). ``length_*``: number of tokens of each response (floats or
+    ints, ≥ 1). No reduction.
+    """
+    _namespace(
+        logp_chosen=logp_chosen,
+        logp_rejected=logp_rejected,
+        ref_logp_chosen=ref_logp_chosen,
+        ref_logp_rejected=ref_logp_rejected,
+    )
+    _check_beta(beta)
+    margin = beta * ((logp_chosen - ref_logp_chosen) / length_chosen
+                     - (logp_rejected - ref_logp_rejected) / length_rejected)
+    return -log_sigmoid(margin)
+
+
 def xpo_bonus(logp_explore, alpha):
     r"""Per-sample XPO bonus α log π(ỹ), the term **added** to the minimized objective.
 

@@ -81,6 +81,11 @@ class TrajectoryBatch:
             np.concatenate([b.lengths for b in batches]),
         )
 
+    def take(self, indices) -> "TrajectoryBatch":
+        """The trajectories at ``indices``, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return TrajectoryBatch(self.states[indices], self.actions[indices], self.lengths[indices])
+
     def as_tuples(self) -> list[tuple[tuple[int, int], ...]]:
         """Each trajectory as a tuple of (state, action) steps (for small batches)."""
         return [

@@ -39,6 +39,16 @@ from xpo_sim.mdp import TokenMDP, check_beta
 __all__ = ["ImplicitRewardClass", "LogitsClass"]
 
 
+LOSS_KINDS = {"dpo": _kernels.LOSS_DPO, "ipo": _kernels.LOSS_IPO, "ln_dpo": _kernels.LOSS_LN_DPO}
+
+
+def loss_kind(loss: str) -> int:
+    try:
+        return LOSS_KINDS[loss]
+    except KeyError:
+        raise ValueError(f"unknown loss {loss!r}: expected one of {sorted(LOSS_KINDS)}") from None
+
+
 def _objective_data(data: PreferenceData, alpha: float) -> dict[str, np.ndarray]:
     arrays = dict(data.arrays())
     count = arrays.pop("explore_count")
@@ -123,24 +133,25 @@ class ImplicitRewardClass:
                                     self.beta, q, v, logp)
         return logp
 
-    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float):
-        """(L, ∂L/∂params) of the round objective at ``params``."""
+    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo"):
+        """(L, ∂L/∂params) of the round objective at ``params``; ``loss`` is the pair term
+        ("dpo", "ipo" or "ln_dpo")."""
         arrays = _objective_data(data, alpha)
-        loss = _kernels.implicit_reward_objective(
-            self.mdp.next_state, self.mdp.ref_logp, self.beta, self.reward_table(params),
+        value = _kernels.implicit_reward_objective(
+            self.mdp.next_state, self.mdp.ref_logp, self.beta, loss_kind(loss), self.reward_table(params),
             arrays["path_states"], arrays["path_actions"], arrays["path_lengths"],
             arrays["path_ref_logp"], arrays["pair_chosen"], arrays["pair_rejected"],
             arrays["pair_count"], arrays["explore_path"], arrays["explore_weight"],
             grad_out=self._grad, **self._work,
         )
-        return loss, self._grad[self.index].copy()
+        return value, self._grad[self.index].copy()
 
-    def update(self, params: np.ndarray, data: PreferenceData, alpha: float) -> np.ndarray:
+    def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
         """Minimize the objective over the box, warm-started at ``params``."""
         if self.n_params == 0:
             return params
         result = minimize(
-            self.objective, params, args=(data, alpha), jac=True, method="L-BFGS-B",
+            self.objective, params, args=(data, alpha, loss), jac=True, method="L-BFGS-B",
             bounds=[self.box] * self.n_params,
             options=dict(maxiter=self.max_iter, gtol=self.gtol, ftol=1e-15),
         )
@@ -188,25 +199,25 @@ class LogitsClass:
         _kernels.logits_policy(self.mdp.ref_logp, params, out)
         return out
 
-    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float):
+    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo"):
         """(L, ∂L/∂θ) of the round objective (not divided by the number of pairs)."""
         arrays = _objective_data(data, alpha)
-        loss = _kernels.logits_objective(
-            self.mdp.ref_logp, self.beta, np.ascontiguousarray(params, dtype=np.float64),
+        value = _kernels.logits_objective(
+            self.mdp.ref_logp, self.beta, loss_kind(loss), np.ascontiguousarray(params, dtype=np.float64),
             arrays["path_states"], arrays["path_actions"], arrays["path_lengths"],
             arrays["path_ref_logp"], arrays["pair_chosen"], arrays["pair_rejected"],
             arrays["pair_count"], arrays["explore_path"], arrays["explore_weight"],
             self._logp, self._state_weight, self._grad,
         )
-        return loss, self._grad.copy()
+        return value, self._grad.copy()
 
-    def update(self, params: np.ndarray, data: PreferenceData, alpha: float) -> np.ndarray:
+    def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
         """``steps`` Adam steps on L / max(1, pairs) from ``params``."""
         params = params.copy()
         scale = 1.0 / max(1, data.n_pairs)
         b1, b2 = self.adam_betas
         for _ in range(self.steps):
-            _, grad = self.objective(params, data, alpha)
+            _, grad = self.objective(params, data, alpha, loss)
             grad *= scale
             self._t += 1
             self._m = b1 * self._m + (1 - b1) * grad

@@ -79,15 +79,13 @@ class RunConfig:
     label: str = ""
 
     def __post_init__(self):
-        from xpo_sim import algorithms, envs
+        from xpo_sim import envs
 
         if self.instance not in envs.__all__:
             raise ValueError(f"unknown instance family {self.instance!r}: expected one of {envs.__all__}")
-        if self.algorithm not in ("OfflineDPO", "OnlineDPO", "HybridDPO", "XPO"):
-            raise ValueError(f"unknown algorithm {self.algorithm!r}")
         if not (isinstance(self.rounds, int) and self.rounds >= 1):
             raise ValueError(f"rounds must be an int >= 1, got {self.rounds!r}")
-        getattr(algorithms, self.algorithm)(**self.algorithm_args)  # validate early
+        algorithm_class(self.algorithm)(**self.algorithm_args)  # validate early
 
     def __eq__(self, other) -> bool:
         return isinstance(other, RunConfig) and self.key == other.key
@@ -113,13 +111,25 @@ class RunConfig:
         return self.label or self.algorithm
 
 
+def algorithm_class(name: str):
+    """The algorithm config class called ``name`` (xpo_sim.algorithms or xpo_sim.methods)."""
+    from xpo_sim import algorithms, methods
+
+    known = {n: getattr(m, n) for m in (algorithms, methods) for n in m.__all__
+             if isinstance(getattr(m, n), type) and issubclass(getattr(m, n), algorithms.Algorithm)}
+    known.pop("Algorithm")
+    if name not in known:
+        raise ValueError(f"unknown algorithm {name!r}: expected one of {sorted(known)}")
+    return known[name]
+
+
 def run_config(config: RunConfig) -> pd.DataFrame:
     """Run one config and return its rows with the config's identity columns added."""
-    from xpo_sim import algorithms, envs
+    from xpo_sim import envs
     from xpo_sim.algorithms import run
 
     mdp = getattr(envs, config.instance)(**config.instance_args)
-    algorithm = getattr(algorithms, config.algorithm)(**config.algorithm_args)
+    algorithm = algorithm_class(config.algorithm)(**config.algorithm_args)
     df = run(mdp, algorithm, config.beta, config.rounds, seed=config.seed, policy=config.policy,
              **config.run_args)
     df.insert(0, "key", config.key)

@@ -9,7 +9,8 @@ h_k = log π(τ_k) − log π_ref(τ_k) of every distinct trajectory, the object
     L = Σ_pairs n · softplus(−β (h_chosen − h_rejected))  +  Σ_explored w · (log π_ref(τ_k) + h_k)
 
 (DPO loss plus XPO's bonus α·log π(ỹ), DESIGN.md; the reference implementation of both
-terms is ``xpo_sim.losses``). ``preference_terms`` returns L and ∂L/∂h_k; the two policy
+terms is ``xpo_sim.losses``). The pair term may instead be IPO's (h₊ − h₋ − 1/(2β))² or
+length-normalized DPO's softplus(−β(h₊/|τ₊| − h₋/|τ₋|)) (``loss_kind``). ``preference_terms`` returns L and ∂L/∂h_k; the two policy
 classes then chain through h:
 
 * implicit-reward class, π = soft-optimal policy for a reward table r̂ (S, A):
@@ -43,10 +44,19 @@ def _sigmoid(x):
     return z / (1.0 + z)
 
 
+LOSS_DPO = 0
+LOSS_IPO = 1
+LOSS_LN_DPO = 2
+
+
 @njit(cache=True)
-def preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
-                     explore_path, explore_weight, dlog_ratio_out):
-    """Return L (see the module docstring) and fill ``dlog_ratio_out`` with ∂L/∂h_k."""
+def preference_terms(log_ratio, path_ref_logp, path_lengths, beta, loss_kind, pair_chosen, pair_rejected,
+                     pair_count, explore_path, explore_weight, dlog_ratio_out):
+    """Return L (see the module docstring) and fill ``dlog_ratio_out`` with ∂L/∂h_k.
+
+    ``loss_kind``: LOSS_DPO, softplus(−β(h₊ − h₋)); LOSS_IPO, (h₊ − h₋ − 1/(2β))²;
+    LOSS_LN_DPO, softplus(−β(h₊/|τ₊| − h₋/|τ₋|)). Reference definitions: ``xpo_sim.losses``.
+    """
     for k in range(dlog_ratio_out.shape[0]):
         dlog_ratio_out[k] = 0.0
     loss = 0.0
@@ -54,11 +64,25 @@ def preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected,
         c = pair_chosen[j]
         r = pair_rejected[j]
         n = pair_count[j]
-        margin = beta * (log_ratio[c] - log_ratio[r])
-        loss += n * _softplus(-margin)
-        g = n * beta * _sigmoid(-margin)
-        dlog_ratio_out[c] -= g
-        dlog_ratio_out[r] += g
+        if loss_kind == LOSS_IPO:
+            gap = log_ratio[c] - log_ratio[r] - 0.5 / beta
+            loss += n * gap * gap
+            dlog_ratio_out[c] += 2.0 * n * gap
+            dlog_ratio_out[r] -= 2.0 * n * gap
+        elif loss_kind == LOSS_LN_DPO:
+            scale_c = beta / path_lengths[c]
+            scale_r = beta / path_lengths[r]
+            margin = scale_c * log_ratio[c] - scale_r * log_ratio[r]
+            loss += n * _softplus(-margin)
+            g = n * _sigmoid(-margin)
+            dlog_ratio_out[c] -= g * scale_c
+            dlog_ratio_out[r] += g * scale_r
+        else:
+            margin = beta * (log_ratio[c] - log_ratio[r])
+            loss += n * _softplus(-margin)
+            g = n * beta * _sigmoid(-margin)
+            dlog_ratio_out[c] -= g
+            dlog_ratio_out[r] += g
     for e in range(explore_weight.shape[0]):
         k = explore_path[e]
         w = explore_weight[e]
@@ -68,7 +92,7 @@ def preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected,
 
 
 @njit(cache=True)
-def implicit_reward_objective(next_state, ref_logp, beta, reward_hat, path_states, path_actions,
+def implicit_reward_objective(next_state, ref_logp, beta, loss_kind, reward_hat, path_states, path_actions,
                               path_lengths, path_ref_logp, pair_chosen, pair_rejected, pair_count,
                               explore_path, explore_weight, q_work, v_work, logp_work, occ_work,
                               start_work, grad_out):
@@ -81,8 +105,8 @@ def implicit_reward_objective(next_state, ref_logp, beta, reward_hat, path_state
     for k in range(n_paths):
         log_ratio[k] = (log_ratio[k] - v_work[path_states[k, 0]]) / beta
     dlog_ratio = np.empty(n_paths)
-    loss = preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
-                            explore_path, explore_weight, dlog_ratio)
+    loss = preference_terms(log_ratio, path_ref_logp, path_lengths, beta, loss_kind, pair_chosen,
+                            pair_rejected, pair_count, explore_path, explore_weight, dlog_ratio)
     n_states, n_actions = reward_hat.shape
     for s in range(n_states):
         start_work[s] = 0.0
@@ -130,7 +154,7 @@ def logits_policy(ref_logp, theta, logp_out):
 
 
 @njit(cache=True)
-def logits_objective(ref_logp, beta, theta, path_states, path_actions, path_lengths, path_ref_logp,
+def logits_objective(ref_logp, beta, loss_kind, theta, path_states, path_actions, path_lengths, path_ref_logp,
                      pair_chosen, pair_rejected, pair_count, explore_path, explore_weight,
                      logp_work, state_weight_work, grad_out):
     """Objective L and ∂L/∂θ (S, A) for the logits-class policy; ``logp_work`` holds it."""
@@ -141,8 +165,8 @@ def logits_objective(ref_logp, beta, theta, path_states, path_actions, path_leng
     for k in range(n_paths):
         log_ratio[k] -= path_ref_logp[k]
     dlog_ratio = np.empty(n_paths)
-    loss = preference_terms(log_ratio, path_ref_logp, beta, pair_chosen, pair_rejected, pair_count,
-                            explore_path, explore_weight, dlog_ratio)
+    loss = preference_terms(log_ratio, path_ref_logp, path_lengths, beta, loss_kind, pair_chosen,
+                            pair_rejected, pair_count, explore_path, explore_weight, dlog_ratio)
     n_states, n_actions = ref_logp.shape
     for s in range(n_states):
         state_weight_work[s] = 0.0
