@@ -201,7 +201,16 @@ def _cases(seed):
     x = np.array([-50.0, -3.0, 0.0, 2.5, 50.0])
     sig_neg_x = np.array([naive_sigmoid(-v) for v in x])
     one = np.ones_like(lc)
+    len_c, len_r = rng.integers(1, 6, size=9).astype(float), rng.integers(1, 6, size=9).astype(float)
+    m_ln = beta * ((lc - rc) / len_c - (lr - rr) / len_r)
+    s_ln = np.array([naive_sigmoid(-v) for v in m_ln])
     return [
+        (
+            "ln_dpo_loss",
+            lambda a, b, c, d: losses.ln_dpo_loss(a, b, c, d, len_c, len_r, beta),
+            [lc, lr, rc, rr],
+            [-beta * s_ln / len_c, beta * s_ln / len_r, beta * s_ln / len_c, -beta * s_ln / len_r],
+        ),
         ("log_sigmoid", lambda x: losses.log_sigmoid(x), [x], [sig_neg_x]),
         ("logsumexp", lambda w: losses.logsumexp(w, axis=-1), [wide], [softmax]),
         (

@@ -213,3 +213,10 @@ def test_bad_method_options(make, message):
 def test_reward_model_methods_refuse_the_logits_class():
     with pytest.raises(ValueError, match="runs with policy in"):
         xpo_sim.run(envs.bandit(3), xpo_sim.CountUCB(), 0.5, 2, policy="logits")
+
+
+def test_iterative_dpo_counts_one_query_per_ranked_prompt():
+    """Uninformative rankings (all k rewards equal) still cost a query each."""
+    mdp = envs.bandit_needle(6, 0.01, seed=0)  # mostly equal (zero) rewards: few informative pairs
+    df = xpo_sim.run(mdp, xpo_sim.IterativeDPO(k=3, batch=2), 0.3, 5, seed=0)
+    assert df.pairs.tolist() == [0, 2, 4, 6, 8, 10]

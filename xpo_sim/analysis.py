@@ -8,6 +8,8 @@ at the first recorded round whose regret is at most ``fraction`` × the regret o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -26,7 +28,8 @@ def _run_keys(df: pd.DataFrame) -> list[str]:
 def queries_to_threshold(df: pd.DataFrame, fraction: float = 0.1) -> pd.DataFrame:
     """One row per run: ``queries`` to reach regret ≤ ``fraction``·regret(π_ref),
     ``censored`` (never reached; ``queries`` is then the budget), ``budget``,
-    ``final_regret``, ``ref_regret``, ``best_regret``."""
+    ``final_regret``, ``ref_regret``, ``best_regret``, ``final_kl`` (KL to π_ref) and
+    ``final_iterate_regret`` (differs from ``final_regret`` only for ExPO)."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
     keys = _run_keys(df)
@@ -43,6 +46,8 @@ def queries_to_threshold(df: pd.DataFrame, fraction: float = 0.1) -> pd.DataFram
             ref_regret=ref_regret,
             final_regret=float(run.regret.iloc[-1]),
             best_regret=float(run.best_regret.iloc[-1]),
+            final_kl=float(run.kl_ref.iloc[-1]),
+            final_iterate_regret=float(run.iterate_regret.iloc[-1]) if "iterate_regret" in run else math.nan,
         ))
     return pd.DataFrame(rows)
 
@@ -50,7 +55,8 @@ def queries_to_threshold(df: pd.DataFrame, fraction: float = 0.1) -> pd.DataFram
 def summarize_runs(per_run: pd.DataFrame) -> pd.DataFrame:
     """Per (group, label, β, ε): number of runs, median and quartiles of queries to the
     threshold (censored runs counted at the budget, so a censored median is a lower
-    bound), fraction reaching it, and the mean final and best regret relative to π_ref's."""
+    bound), fraction reaching it, the mean final and best regret relative to π_ref's, the
+    mean final iterate regret relative to π_ref's, and the mean final KL to π_ref."""
     keys = [k for k in ("group", "label", "instance", "beta", "eps", "policy") if k in per_run.columns]
     grouped = per_run.groupby(keys, sort=True, dropna=False)
     out = grouped.agg(
@@ -64,7 +70,10 @@ def summarize_runs(per_run: pd.DataFrame) -> pd.DataFrame:
     relative = per_run.assign(
         final_rel=per_run.final_regret / per_run.ref_regret,
         best_rel=per_run.best_regret / per_run.ref_regret,
-    ).groupby(keys, sort=True, dropna=False)[["final_rel", "best_rel"]].mean().reset_index()
+        iterate_rel=per_run.get("final_iterate_regret", math.nan) / per_run.ref_regret,
+        final_kl=per_run.get("final_kl", math.nan),
+    ).groupby(keys, sort=True, dropna=False)[["final_rel", "best_rel", "iterate_rel", "final_kl"]].mean().reset_index()
     out = out.merge(relative, on=keys)
     out["median_censored"] = out.reached < 0.5
-    return out.rename(columns={"final_rel": "final_regret_rel", "best_rel": "best_regret_rel"})
+    return out.rename(columns={"final_rel": "final_regret_rel", "best_rel": "best_regret_rel",
+                               "iterate_rel": "final_iterate_regret_rel"})

@@ -177,16 +177,20 @@ def ln_dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected,
     r"""Per-pair length-normalized DPO loss −log σ(m_LN) with
     m_LN = β[(log π(τ₊) − log π_ref(τ₊))/|τ₊| − (log π(τ₋) − log π_ref(τ₋))/|τ₋|]
     (length normalization of the implicit reward, Meng et al. 2024, "SimPO", kept here
-    with the reference policy). ``length_*``: number of tokens of each response (floats or
-    ints, ≥ 1). No reduction.
+    with the reference policy). ``length_*``: number of tokens of each response (≥ 1; any
+    array or sequence, converted to the log-probabilities' backend). No reduction.
     """
-    _namespace(
+    xp = _namespace(
         logp_chosen=logp_chosen,
         logp_rejected=logp_rejected,
         ref_logp_chosen=ref_logp_chosen,
         ref_logp_rejected=ref_logp_rejected,
     )
     _check_beta(beta)
+    device = array_api_compat.device(logp_chosen)
+    # lengths are data, not parameters: bring them to the log-probabilities' backend and dtype
+    length_chosen = xp.asarray(length_chosen, dtype=logp_chosen.dtype, device=device)
+    length_rejected = xp.asarray(length_rejected, dtype=logp_chosen.dtype, device=device)
     margin = beta * ((logp_chosen - ref_logp_chosen) / length_chosen
                      - (logp_rejected - ref_logp_rejected) / length_rejected)
     return -log_sigmoid(margin)

@@ -64,8 +64,9 @@ def _positive(name: str, value, integer: bool = False) -> None:
 class IterativeDPO(Algorithm):
     """Xiong et al. (2023): ``k`` samples per prompt from πᵗ, best vs worst by the oracle's
     (true) reward, DPO on this round's batch only (``accumulate=True``: on all batches so
-    far). A prompt whose ``k`` samples all have the same reward gives no pair; among equal
-    rewards the first sample is best (and worst)."""
+    far). Each ranked prompt counts as one preference query. A prompt whose ``k`` samples
+    all have the same reward gives no pair; among equal rewards the first sample is best
+    (and worst)."""
 
     k: int = 4
     accumulate: bool = False
@@ -85,6 +86,8 @@ class IterativeDPO(Algorithm):
         keep = np.flatnonzero(reward.max(axis=1) > reward.min(axis=1))
         rows = keep * self.k
         store_pairs(ctx.datasets, samples.take(rows + best[keep]), samples.take(rows + worst[keep]))
+        for data in ctx.datasets:  # one query per ranked prompt, informative or not
+            data.add_queries(n - len(keep))
         return ["current"]
 
     def update(self, ctx: RoundContext) -> None:

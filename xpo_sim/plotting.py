@@ -7,6 +7,8 @@ r"""Figures from tidy result tables (matplotlib; each function returns a Figure)
   responses of a π_ref-sampled pair is the optimal one) as a dashed slope-1 line.
 * :func:`plot_regret_curves` — regret against queries, mean and 95% band (±1.96 standard
   errors) over seeds.
+* :func:`plot_method_table` — per method and instance, the mean final regret relative to
+  π_ref's (bars) and the fraction of runs that reached 10% of π_ref's regret (labels).
 * :func:`plot_coverage` — coverage over queries: π*-mass on responses in the data, the data's
   log-concentrability log max_τ π*(τ)/μ̄ₜ(τ) (median over seeds; +inf not drawn), and the
   number of distinct responses seen.
@@ -19,7 +21,8 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "label_colors"]
+__all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "plot_method_table",
+           "label_colors"]
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -131,5 +134,31 @@ def plot_coverage(df: pd.DataFrame, group: str, eps: float, title: str | None = 
         ax.grid(alpha=0.3, lw=0.5)
     axes[0].legend(fontsize=7)
     fig.suptitle(title or f"coverage, {group}, ε = {eps:.0e} (median over seeds; +inf not drawn)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_table(summary: pd.DataFrame, panels, titles=None):
+    """``panels``: list of (group, eps); one horizontal bar chart each, methods in the order
+    they first appear in ``summary``."""
+    plt = _pyplot()
+    labels = list(dict.fromkeys(summary.label))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 0.36 * len(labels) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, (group, eps) in zip(axes[0], panels):
+        sub = summary[(summary.group == group) & np.isclose(summary.eps, eps, rtol=1e-9)].set_index("label")
+        y = np.arange(len(labels))
+        values = [float(sub.final_regret_rel.get(label, math.nan)) for label in labels]
+        colors = ["#d62728" if label.startswith("XPO") else "#1f77b4" for label in labels]
+        ax.barh(y, values, color=colors, alpha=0.75)
+        for yi, label, value in zip(y, labels, values):
+            if label in sub.index and math.isfinite(value):
+                ax.text(value, yi, f" {sub.reached[label]:.0%}", va="center", fontsize=7)
+        ax.axvline(1.0, color="0.3", ls=":", lw=1)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("final regret / π_ref's regret (label: runs reaching 10%)", fontsize=8)
+        ax.set_title((titles or {}).get((group, eps), f"{group}, ε = {eps:.2g}"), fontsize=9)
+        ax.grid(alpha=0.3, axis="x", lw=0.5)
     fig.tight_layout()
     return fig
