@@ -11,7 +11,7 @@ from xpo_sim import envs, losses
 from xpo_sim.algorithms import RoundContext
 from xpo_sim.methods import CountUCB, extrapolate, ppo_surrogate
 from xpo_sim.policies import ImplicitRewardClass
-from xpo_sim.preferences import BradleyTerry
+from xpo_sim.preferences import Argmax, BradleyTerry
 
 
 def bandit(rewards, ref_probs):
@@ -20,14 +20,15 @@ def bandit(rewards, ref_probs):
                             np.log(np.array([ref_probs], dtype=float)), np.array([1.0]))
 
 
-def context(mdp, beta=0.5, seed=0):
+def context(mdp, beta=0.5, seed=0, oracle=None):
     cls = ImplicitRewardClass(mdp, beta, box=(-5.0, 5.0))
-    return RoundContext(mdp, beta, np.random.default_rng(seed), BradleyTerry(), cls, keep_iterates=False)
+    return RoundContext(mdp, beta, np.random.default_rng(seed), oracle or BradleyTerry(), cls,
+                        keep_iterates=False)
 
 
 def test_iterative_dpo_pairs_best_against_worst_of_k_samples():
     mdp = bandit([0.0, 0.5, 1.0], [0.3, 0.4, 0.3])
-    ctx = context(mdp)
+    ctx = context(mdp, oracle=Argmax())
     ctx.t = 1
     algorithm = xpo_sim.IterativeDPO(k=40, batch=2)
     algorithm.collect(ctx)
@@ -43,7 +44,7 @@ def test_iterative_dpo_pairs_best_against_worst_of_k_samples():
 def test_iterative_dpo_trains_on_this_round_only_unless_accumulating():
     mdp = bandit([0.0, 0.5, 1.0], [0.3, 0.4, 0.3])
     for accumulate in (False, True):
-        ctx = context(mdp)
+        ctx = context(mdp, oracle=Argmax())
         algorithm = xpo_sim.IterativeDPO(k=40, accumulate=accumulate)
         seen = []
         for t in (1, 2):
@@ -216,7 +217,7 @@ def test_reward_model_methods_refuse_the_logits_class():
 
 
 def test_iterative_dpo_counts_one_query_per_ranked_prompt():
-    """Uninformative rankings (all k rewards equal) still cost a query each."""
+    """Every ranked prompt is one query, also when all k rewards are equal."""
     mdp = envs.bandit_needle(6, 0.01, seed=0)  # mostly equal (zero) rewards: few informative pairs
     df = xpo_sim.run(mdp, xpo_sim.IterativeDPO(k=3, batch=2), 0.3, 5, seed=0)
     assert df.pairs.tolist() == [0, 2, 4, 6, 8, 10]

@@ -240,3 +240,28 @@ def test_bad_rewards_or_seed_raise(oracle):
         oracle.prob(np.array([True]), np.array([False]))
     with pytest.raises(ValueError, match="seed"):
         oracle.prefer(np.zeros(2), np.zeros(2), 1.5)
+
+
+
+def test_bradley_terry_ranking_of_two_is_the_bt_label():
+    """Plackett–Luce through Gumbel noise: for k = 2 the first-ranked response is a with
+    probability σ(c(r_a − r_b)). n = 100,000 draws: 5σ ≈ 0.007."""
+    oracle = BradleyTerry(reward_scale=2.0)
+    rewards = np.tile([[0.3, -0.2]], (100_000, 1))
+    best, worst = oracle.best_and_worst(rewards, np.random.default_rng(3))
+    assert (best != worst).all()
+    p = 1 / (1 + math.exp(-2.0 * 0.5))
+    assert abs(np.mean(best == 0) - p) < 5 * math.sqrt(p * (1 - p) / 100_000)
+
+
+def test_argmax_ranking_picks_extremes_breaks_ties_at_random_and_flips():
+    rewards = np.array([[0.1, 0.9, 0.5], [0.2, 0.2, 0.2]])
+    best, worst = Argmax().best_and_worst(rewards, 0)
+    assert (best[0], worst[0]) == (1, 0) and best[1] != worst[1]
+    ties = np.tile([[0.0, 0.0, 0.0]], (30_000, 1))
+    best, _ = Argmax().best_and_worst(ties, 1)
+    assert np.all(np.abs(np.bincount(best, minlength=3) / 30_000 - 1 / 3) < 0.015)
+    best, worst = Argmax(flip=1.0).best_and_worst(rewards[:1], 0)
+    assert (best[0], worst[0]) == (0, 1)
+    with pytest.raises(ValueError, match="k >= 2"):
+        Argmax().best_and_worst(np.zeros((3, 1)), 0)

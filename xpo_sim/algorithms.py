@@ -331,7 +331,7 @@ class RunRecorder:
             if iterate_logp is not None and iterate_logp is not logp:
                 iterate_regret = self.solution.value - evaluate(self.mdp, iterate_logp, self.beta).value
             self.rows.append(dict(
-                algorithm=self.name, round=t, pairs=data.n_queries, alpha=alpha_t,
+                algorithm=self.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
                 regret=regret, best_regret=self.best_regret, reward_regret=self.star.reward - ev.reward,
                 kl_ref=ev.kl, opt_mass=optimal_mass(self.mdp, logp),
                 seen_star_mass=seen_mass(self.mdp, self.solution.logp, data.batch()),

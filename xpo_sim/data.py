@@ -67,7 +67,6 @@ class PreferenceData:
         self._explore_path = _Growable((), np.int64)
         self._explore_count = _Growable((), np.float64)
         self.n_pairs = 0
-        self.n_queries = 0  # oracle queries, including those that gave no pair
 
     # ---------------------------------------------------------------- adding
     def path_ids(self, batch: TrajectoryBatch) -> np.ndarray:
@@ -103,11 +102,6 @@ class PreferenceData:
                 self._pair_row[(c, r)] = row
             counts.data[row] += 1.0
         self.n_pairs += len(chosen)
-        self.n_queries += len(chosen)
-
-    def add_queries(self, n: int) -> None:
-        """Count ``n`` oracle queries that produced no pair (e.g. a ranking of equal rewards)."""
-        self.n_queries += int(n)
 
     def add_explored(self, ids: np.ndarray) -> None:
         """Record responses that enter the exploration bonus."""

@@ -62,11 +62,10 @@ def _positive(name: str, value, integer: bool = False) -> None:
 
 @dataclass(frozen=True)
 class IterativeDPO(Algorithm):
-    """Xiong et al. (2023): ``k`` samples per prompt from πᵗ, best vs worst by the oracle's
-    (true) reward, DPO on this round's batch only (``accumulate=True``: on all batches so
-    far). Each ranked prompt counts as one preference query. A prompt whose ``k`` samples
-    all have the same reward gives no pair; among equal rewards the first sample is best
-    (and worst)."""
+    """Xiong et al. (2023): ``k`` samples per prompt from πᵗ, ranked by the preference
+    oracle (Bradley–Terry: a Plackett–Luce ranking, which for k = 2 is the BT label;
+    Argmax: by reward, ties at random), DPO on (first ≻ last) of this round's batch only
+    (``accumulate=True``: on all batches so far). One ranked prompt is one query."""
 
     k: int = 4
     accumulate: bool = False
@@ -82,12 +81,9 @@ class IterativeDPO(Algorithm):
         prompts = ctx.prompts(n)
         samples = ctx.sample("current", prompts, per_prompt=self.k)
         reward = trajectory_reward(ctx.mdp, samples).reshape(n, self.k)
-        best, worst = reward.argmax(axis=1), reward.argmin(axis=1)
-        keep = np.flatnonzero(reward.max(axis=1) > reward.min(axis=1))
-        rows = keep * self.k
-        store_pairs(ctx.datasets, samples.take(rows + best[keep]), samples.take(rows + worst[keep]))
-        for data in ctx.datasets:  # one query per ranked prompt, informative or not
-            data.add_queries(n - len(keep))
+        best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
+        rows = np.arange(n) * self.k
+        store_pairs(ctx.datasets, samples.take(rows + best), samples.take(rows + worst))
         return ["current"]
 
     def update(self, ctx: RoundContext) -> None:

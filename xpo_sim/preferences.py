@@ -6,7 +6,9 @@ that broadcast together, one entry per comparison):
 * ``oracle.prob(reward_a, reward_b)`` — P(a ≻ b), a float64 array;
 * ``oracle.prefer(reward_a, reward_b, rng)`` — a bool array, True where a is preferred,
   drawn from that probability with a ``numpy.random.Generator`` (or an int seed), so the
-  same seed gives the same labels.
+  same seed gives the same labels;
+* ``oracle.best_and_worst(rewards, rng)`` — for k responses per prompt (rows of an (n, k)
+  array), the indices of the top- and bottom-ranked response (iterative DPO).
 
 Oracles:
 
@@ -98,6 +100,20 @@ def _apply_flip(labels: np.ndarray, flip: float, rng: np.random.Generator) -> np
     return np.asarray(labels ^ flips)
 
 
+def _reward_rows(rewards) -> np.ndarray:
+    rows = np.asarray(rewards, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] < 2 or not np.isfinite(rows).all():
+        raise ValueError(f"rewards must be a finite (n, k) array with k >= 2, got shape {rows.shape}")
+    return rows
+
+
+def _rank_ends(scores: np.ndarray, rng: np.random.Generator, flip: float) -> tuple[np.ndarray, np.ndarray]:
+    perturbed = scores + rng.gumbel(size=scores.shape)
+    best, worst = perturbed.argmax(axis=1), perturbed.argmin(axis=1)
+    swap = rng.random(len(scores)) < flip
+    return np.where(swap, worst, best), np.where(swap, best, worst)
+
+
 # --------------------------------------------------------------------------- oracles
 @dataclass(frozen=True)
 class BradleyTerry:
@@ -142,6 +158,12 @@ class BradleyTerry:
         labels = rng.random(a.shape) < self._clean_prob(a, b)
         return _apply_flip(labels, self.flip, rng)
 
+    def best_and_worst(self, rewards, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Rank each row of ``rewards`` (n, k) by a Plackett–Luce draw — the ranking of
+        c·r + Gumbel noise, which for k = 2 is exactly the Bradley–Terry label — and return
+        the indices of the first and the last; with probability ``flip`` the two swap."""
+        return _rank_ends(self.reward_scale * _reward_rows(rewards), as_generator(rng), self.flip)
+
 
 @dataclass(frozen=True)
 class Argmax:
@@ -174,3 +196,15 @@ class Argmax:
         coins = rng.random(a.shape) < 0.5
         labels = np.where(a == b, coins, a > b)
         return _apply_flip(labels, self.flip, rng)
+
+    def best_and_worst(self, rewards, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the highest and the lowest reward of each row of ``rewards`` (n, k),
+        exact ties broken uniformly at random; with probability ``flip`` the two swap."""
+        rows = _reward_rows(rewards)
+        rng = as_generator(rng)
+        # a uniformly random order among equal rewards: rank by (reward, random key)
+        keys = rng.random(rows.shape)
+        order = np.lexsort((keys, rows), axis=1)
+        best, worst = order[:, -1], order[:, 0]
+        swap = rng.random(len(rows)) < self.flip
+        return np.where(swap, worst, best), np.where(swap, best, worst)
