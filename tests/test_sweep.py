@@ -82,31 +82,36 @@ def test_serial_process_pool_and_dask_give_identical_tables(tmp_path):
 
 
 SWEEP_SCRIPT = """
-import sys
-from xpo_sim.sweep import RunConfig, run_sweep, SerialExecutor
-configs = [RunConfig(instance="token_needle", instance_args=dict(vocab=3, horizon=2, eps=0.05, seed=r),
-                     algorithm=a, beta=0.2, rounds=25, replicate=r, label=a)
+import os, signal, sys
+import xpo_sim.sweep as sweep
+configs = [sweep.RunConfig(instance="token_needle", instance_args=dict(vocab=3, horizon=2, eps=0.05, seed=r),
+                           algorithm=a, beta=0.2, rounds=25, replicate=r, label=a)
            for r in range(6) for a in ("XPO", "OnlineDPO", "HybridDPO")]
-run_sweep(configs, sys.argv[1], SerialExecutor())
+kill_at = int(sys.argv[2])
+if kill_at:  # SIGKILL this process (no cleanup, like a killed job) when config kill_at starts
+    calls = []
+    run_one = sweep.run_config
+    def run_config(config):
+        calls.append(config)
+        if len(calls) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run_one(config)
+    sweep.run_config = run_config
+sweep.run_sweep(configs, sys.argv[1], sweep.SerialExecutor())
 """
 
 
 def test_killed_sweep_resumes_with_exactly_the_rows_of_an_uninterrupted_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    complete = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path / "complete")],
+    complete = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path / "complete"), "0"],
                               env=env, capture_output=True, text=True, timeout=600)
     assert complete.returncode == 0, complete.stderr
     interrupted_dir = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(interrupted_dir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((interrupted_dir / "shards").glob("*.csv"))) < 3:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(list((interrupted_dir / "shards").glob("*.csv")))
-    assert 3 <= done_before < 18, "the kill should land part way through the sweep"
-    resumed = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(interrupted_dir)],
+    killed = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(interrupted_dir), "8"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list((interrupted_dir / "shards").glob("*.csv"))) == 7  # the 8th never finished
+    resumed = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(interrupted_dir), "0"],
                              env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(canonical(load_results(tmp_path / "complete")),

@@ -194,14 +194,19 @@ def run_sweep(
         from tqdm.auto import tqdm
 
         show = sys.stderr.isatty() if progress is None else progress
-        futures = {}
+        futures: dict[Future, RunConfig] = {}
         with tqdm(total=len(todo), desc="runs", disable=not show, unit="run") as bar:
+
+            def save(finished) -> None:
+                for future in finished:
+                    _write_atomic(future.result(), _shard_path(out, futures.pop(future)))
+                    bar.update(1)
+
             try:
                 for config in todo:
                     futures[executor.submit(run_config, config)] = config
-                for future in as_completed(futures):
-                    _write_atomic(future.result(), _shard_path(out, futures[future]))
-                    bar.update(1)
+                    save([f for f in futures if f.done()])  # a serial executor finishes at once
+                save(as_completed(list(futures)))
             except BaseException:
                 for future in futures:
                     future.cancel()
