@@ -34,8 +34,10 @@ Needs the ``torch`` extra; ``import xpo_sim`` never imports torch.
 
 from __future__ import annotations
 
+import importlib
+
 try:
-    import torch as _torch  # noqa: F401  (absolute import: the PyTorch package)
+    importlib.import_module("torch")  # PyTorch itself (absolute), without binding a name here
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "xpo_sim.torch needs PyTorch, which could not be imported: pip install 'xpo_sim[torch]' "

@@ -251,7 +251,8 @@ class TinyTransformerPolicy(nn.Module):
             for name, param in self.named_parameters():
                 if name.endswith("bias") or ".ln_" in name or name.startswith("ln_"):
                     continue
-                std = init_std / math.sqrt(2 * depth) if name.endswith(("attn_out.weight", "mlp_out.weight")) else init_std
+                residual = name.endswith(("attn_out.weight", "mlp_out.weight"))
+                std = init_std / math.sqrt(2 * depth) if residual else init_std
                 nn.init.normal_(param, 0.0, std)
             for module in self.modules():
                 if isinstance(module, nn.Linear):

@@ -121,8 +121,8 @@ class _Objective:
     def prepare(self, data: PreferenceData, alpha: float) -> None:
         """Tensors of the current data; reference log-probs for the new distinct paths."""
         arrays = data.arrays()
-        to = lambda a, dtype=torch.long: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)  # noqa: E731
-        self.paths = (to(arrays["path_states"]), to(arrays["path_actions"]), to(arrays["path_lengths"]))
+        self.paths = tuple(torch.as_tensor(np.ascontiguousarray(arrays[name]), dtype=torch.long, device=self.device)
+                           for name in ("path_states", "path_actions", "path_lengths"))
         done = self.ref_logp.shape[0]
         if done < data.n_distinct:
             with torch.no_grad():
@@ -227,8 +227,9 @@ def train(
     custom = [hook for hook in ("collect", "update", "reported_logp")
               if getattr(type(algorithm), hook, None) is not getattr(Algorithm, hook, None)]
     if custom:
-        raise ValueError(f"{algorithm.name} overrides the round hooks {custom}; the transformer backend "
-                         f"runs the standard loop only (OnlineDPO, HybridDPO, OfflineDPO, XPO)")
+        raise ValueError(f"{algorithm.name} overrides the round hooks {custom}; the transformer backend runs "
+                         f"the standard loop only (OnlineDPO, HybridDPO, OfflineDPO, XPO, and the loss "
+                         f"variants IPO and LNDPO of xpo_sim.methods)")
     if getattr(algorithm, "loss", "dpo") not in PAIR_LOSSES:
         raise ValueError(f"unknown loss {algorithm.loss!r}: expected one of {PAIR_LOSSES}")
     if not isinstance(policy, TinyTransformerPolicy):
