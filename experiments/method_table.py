@@ -22,7 +22,6 @@ figures/method_table.png.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 

@@ -44,7 +44,7 @@ from xpo_sim.soft import evaluate, solve_soft
 from xpo_sim.trajectories import as_generator, sample_trajectories, trajectory_reward
 
 __all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "run", "COLUMNS", "RunRecorder",
-           "RoundContext", "label_and_store", "store_pairs", "record_rounds"]
+           "RoundContext", "label_and_store", "store_pairs", "record_rounds", "check_run_arguments"]
 
 SAMPLERS = ("ref", "current", "history")
 SCHEDULES = ("constant", "inv_sqrt")
@@ -343,6 +343,26 @@ class RunRecorder:
         return pd.DataFrame(self.rows, columns=COLUMNS)
 
 
+def check_run_arguments(mdp, algorithm, beta, rounds) -> tuple[float, int]:
+    """Validate what every round loop takes (an MDP, an algorithm config, β, rounds ≥ 1;
+    an instance built for a β, like two_arm_needle, must be run at that β). Returns
+    (β, rounds) as float and int."""
+    if not isinstance(mdp, TokenMDP):
+        raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
+    beta = check_beta(beta)
+    built_for = mdp.info.get("beta")
+    if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
+        raise ValueError(
+            f"this {mdp.info.get('family')} instance was built for beta={built_for}, but the run "
+            f"was given beta={beta}; build it with the same beta"
+        )
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    return beta, int(rounds)
+
+
 def run(
     mdp: TokenMDP,
     algorithm: Algorithm,
@@ -380,19 +400,7 @@ def run(
     ``seen_star_mass`` (π*-mass on responses in the data), ``distinct_seen``,
     ``log_concentrability`` (log max_τ π*(τ)/μ̄ₜ(τ); +inf while μ̄ₜ misses a π* response).
     """
-    if not isinstance(mdp, TokenMDP):
-        raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
-    if not isinstance(algorithm, Algorithm):
-        raise TypeError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
-    beta = check_beta(beta)
-    built_for = mdp.info.get("beta")
-    if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
-        raise ValueError(
-            f"this {mdp.info.get('family')} instance was built for beta={built_for}, but run was "
-            f"given beta={beta}; build it with the same beta"
-        )
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    beta, rounds = check_run_arguments(mdp, algorithm, beta, rounds)
     rng = as_generator(seed)
     oracle = BradleyTerry() if oracle is None else oracle
     policy_class = _make_policy_class(mdp, beta, policy, policy_options)

@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 
 from xpo_sim import losses
-from xpo_sim.algorithms import Algorithm, RunRecorder, label_and_store
+from xpo_sim.algorithms import Algorithm, RunRecorder, check_run_arguments, label_and_store
 from xpo_sim.data import PreferenceData
-from xpo_sim.mdp import TokenMDP, TrajectoryBatch, check_beta
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.preferences import BradleyTerry
 from xpo_sim.torch.policy import TinyTransformerPolicy, resolve_device
 from xpo_sim.trajectories import as_generator
@@ -220,10 +220,7 @@ def train(
     Returns a DataFrame with the columns of :func:`xpo_sim.run` (``xpo_sim.algorithms.COLUMNS``)
     and, in ``df.attrs``: ``seconds``, ``sampled_tokens``, ``rounds``, ``device``.
     """
-    if not isinstance(mdp, TokenMDP):
-        raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
-    if not isinstance(algorithm, Algorithm):
-        raise TypeError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
+    beta, rounds = check_run_arguments(mdp, algorithm, beta, rounds)
     custom = [hook for hook in ("collect", "update", "reported_logp")
               if getattr(type(algorithm), hook, None) is not getattr(Algorithm, hook, None)]
     if custom:
@@ -234,12 +231,6 @@ def train(
         raise ValueError(f"unknown loss {algorithm.loss!r}: expected one of {PAIR_LOSSES}")
     if not isinstance(policy, TinyTransformerPolicy):
         raise TypeError(f"policy must be a TinyTransformerPolicy, got {type(policy).__name__}")
-    beta = check_beta(beta)
-    built_for = mdp.info.get("beta")
-    if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
-        raise ValueError(f"this {mdp.info.get('family')} instance was built for beta={built_for}, "
-                         f"but train was given beta={beta}")
-    rounds = _positive_int("rounds", rounds)
     steps = _positive_int("steps", steps)
     eval_every = _positive_int("eval_every", eval_every)
     minibatch = _positive_int("minibatch", minibatch)
