@@ -29,3 +29,12 @@ def test_solve_demo_bad_argument_is_a_clean_error():
     assert result.returncode == 2
     assert "beta must be a positive finite number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_two_arm_seeds_prints_its_table():
+    result = run_script("experiments/two_arm_seeds.py", "--seeds", "2", "--rounds", "3")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
+    assert len(rows) == 10
+    bad = run_script("experiments/two_arm_seeds.py", "--seeds", "0")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
