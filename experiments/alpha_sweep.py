@@ -20,78 +20,55 @@ import sys
 import time
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from xpo_sim import envs  # noqa: E402
 from xpo_sim.metrics import coverability, theory_alpha  # noqa: E402
+from xpo_sim.plotting import plot_alpha_sweep  # noqa: E402
 from xpo_sim.sweep import RunConfig, parse_sweep_args, print_summary, run_experiment  # noqa: E402
 
 BETA, EPS, BATCH, N_RESPONSES = 0.1, 1e-3, 8, 8
 
 
-def build_configs(quick: bool, seeds: int) -> tuple[list[RunConfig], float]:
-    rounds = 8 if quick else 100
+def variants(quick: bool, alpha_theory: float) -> list[tuple[str, str, dict, dict]]:
+    """(label, algorithm, arguments, how to draw it: alpha and series) of every run kind."""
     alphas = [1e-2, 1.0] if quick else [1e-3, 1e-2, 1e-1, 1.0]
+    out = [(f"constant α={a:g}", "XPO", dict(alpha=a), dict(alpha=a, series="constant α")) for a in alphas]
+    out += [(f"α={a:g}/√t", "XPO", dict(alpha=a, schedule="inv_sqrt"), dict(alpha=a, series="α_t = α/√t"))
+            for a in alphas]
+    out += [(f"theory α={alpha_theory:.3g}", "XPO", dict(alpha=alpha_theory),
+             dict(alpha=alpha_theory, series="theory's α (constant)"))]
+    out += [("hybrid DPO (α=0)", "HybridDPO", {}, dict(alpha=0.0, series="hybrid DPO (α = 0)"))]
+    out += [(f"sampler {s}, α=0.01/√t", "XPO", dict(alpha=0.01, schedule="inv_sqrt", sampler=s),
+             dict(alpha=0.01, series=f"sampler {s}, 0.01/√t")) for s in ("current", "history")]
+    return out
+
+
+def build_configs(quick: bool, seeds: int) -> tuple[list[RunConfig], list]:
+    rounds = 8 if quick else 100
     c_cov = coverability(envs.bandit_needle(N_RESPONSES, EPS), BETA, (0.0, 1.0))
-    alpha_theory = theory_alpha(BETA, c_cov, N_RESPONSES, rounds * BATCH)
-    variants = [(f"constant α={a:g}", "XPO", dict(alpha=a)) for a in alphas]
-    variants += [(f"α={a:g}/√t", "XPO", dict(alpha=a, schedule="inv_sqrt")) for a in alphas]
-    variants += [(f"theory α={alpha_theory:.3g}", "XPO", dict(alpha=alpha_theory))]
-    variants += [("hybrid DPO (α=0)", "HybridDPO", {})]
-    variants += [(f"sampler {s}, α=0.01/√t", "XPO", dict(alpha=0.01, schedule="inv_sqrt", sampler=s))
-                 for s in ("current", "history")]
+    kinds = variants(quick, theory_alpha(BETA, c_cov, N_RESPONSES, rounds * BATCH))
     configs = [
         RunConfig(instance="bandit_needle", instance_args=dict(n_responses=N_RESPONSES, eps=EPS, seed=replicate),
                   algorithm=name, algorithm_args=dict(args, batch=BATCH), beta=BETA, rounds=rounds,
                   replicate=replicate, group="bandit_needle", label=label)
         for replicate in range(seeds)
-        for label, name, args in variants
+        for label, name, args, _ in kinds
     ]
-    return configs, alpha_theory
-
-
-def alpha_of(label: str) -> float | None:
-    for prefix in ("constant α=", "α=", "theory α="):
-        if label.startswith(prefix):
-            return float(label[len(prefix):].split("/")[0])
-    return None
-
-
-def plot(summary, alpha_theory):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for column, ax, name in (("final_regret_rel", axes[0], "final regret / regret of π_ref"),
-                             ("reached", axes[1], "fraction of runs reaching 10% of π_ref's regret")):
-        for prefix, style in (("constant α=", "o-"), ("α=", "s-")):
-            rows = summary[summary.label.str.startswith(prefix) & summary.label.str.contains("/√t" if prefix == "α=" else "constant")]
-            rows = rows.assign(alpha=rows.label.map(alpha_of)).sort_values("alpha")
-            ax.plot(rows.alpha, rows[column], style, label="α_t = α/√t" if prefix == "α=" else "constant α")
-        theory = summary[summary.label.str.startswith("theory")]
-        ax.plot([alpha_theory], theory[column], "k*", ms=12, label="theory's α (constant)")
-        hybrid = summary[summary.label.str.startswith("hybrid")]
-        ax.axhline(float(hybrid[column].iloc[0]), color="0.4", ls=":", label="hybrid DPO (α = 0)")
-        for label, marker in (("sampler current", "^"), ("sampler history", "v")):
-            rows = summary[summary.label.str.startswith(label)]
-            ax.plot([0.01], rows[column], marker, ms=9, label=f"{label}, 0.01/√t")
-        ax.set_xscale("log")
-        ax.set_xlabel("α (bonus weight, TRL convention α·log π(ỹ))")
-        ax.set_title(name, fontsize=10)
-        ax.grid(alpha=0.3, lw=0.5)
-    axes[0].axhline(1.0, color="r", lw=0.6, alpha=0.5)
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"XPO on bandit_needle(8, ε={EPS:g}), β={BETA}, {BATCH} pairs/round (mean over seeds)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return configs, kinds
 
 
 def main(argv=None) -> int:
     args = parse_sweep_args(__doc__, "results/alpha_sweep", argv)
     start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 8)
-    configs, alpha_theory = build_configs(args.quick, seeds)
+    configs, kinds = build_configs(args.quick, seeds)
     _, _, summary, figures = run_experiment("alpha sweep", configs, args)
-    plot(summary, alpha_theory).savefig(figures / "alpha_sweep.png", dpi=120)
+    drawn = pd.DataFrame([dict(label=label, **how) for label, _, _, how in kinds]).merge(summary, on="label")
+    title = f"XPO on bandit_needle(8, ε={EPS:g}), β={BETA}, {BATCH} pairs/round (mean over seeds)"
+    plot_alpha_sweep(drawn, title).savefig(figures / "alpha_sweep.png", dpi=120)
     print_summary(summary, ["label", "runs", "queries_median", "reached", "final_regret_rel", "best_regret_rel"])
     print(f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

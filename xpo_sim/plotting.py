@@ -9,6 +9,9 @@ r"""Figures from tidy result tables (matplotlib; each function returns a Figure)
   errors) over seeds.
 * :func:`plot_method_table` — per method and instance, the mean final regret relative to
   π_ref's (bars) and the fraction of runs that reached 10% of π_ref's regret (labels).
+* :func:`plot_alpha_sweep` — final regret (relative to π_ref's) and the fraction of runs
+  reaching 10% of π_ref's regret against XPO's α, one line per schedule, single points for
+  other variants, a dotted line for α = 0.
 * :func:`plot_coverage` — coverage over queries: π*-mass on responses in the data, the data's
   log-concentrability log max_τ π*(τ)/μ̄ₜ(τ) (median over seeds; +inf not drawn), and the
   number of distinct responses seen.
@@ -22,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "plot_method_table",
-           "label_colors"]
+           "plot_alpha_sweep", "label_colors"]
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -160,5 +163,33 @@ def plot_method_table(summary: pd.DataFrame, panels, titles=None):
         ax.set_xlabel("final regret / π_ref's regret (label: runs reaching 10%)", fontsize=8)
         ax.set_title((titles or {}).get((group, eps), f"{group}, ε = {eps:.2g}"), fontsize=9)
         ax.grid(alpha=0.3, axis="x", lw=0.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_sweep(points: pd.DataFrame, title: str = ""):
+    """``points``: summary rows with columns ``alpha``, ``series``, ``final_regret_rel`` and
+    ``reached``. Series with several α are lines; an α = 0 series is a dotted reference
+    line; other single-α series are markers."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for column, ax, name in (("final_regret_rel", axes[0], "final regret / regret of π_ref"),
+                             ("reached", axes[1], "fraction of runs reaching 10% of π_ref's regret")):
+        markers = iter(["*", "^", "v", "D", "P"])
+        for series, rows in points.groupby("series", sort=False):
+            rows = rows.sort_values("alpha")
+            if len(rows) > 1:
+                ax.plot(rows.alpha, rows[column], "o-", label=series)
+            elif float(rows.alpha.iloc[0]) == 0.0:
+                ax.axhline(float(rows[column].iloc[0]), color="0.4", ls=":", label=series)
+            else:
+                ax.plot(rows.alpha, rows[column], next(markers), ms=10, label=series)
+        ax.set_xscale("log")
+        ax.set_xlabel("α (bonus weight, TRL convention α·log π(ỹ))")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0].axhline(1.0, color="r", lw=0.6, alpha=0.5)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
