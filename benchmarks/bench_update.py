@@ -480,7 +480,7 @@ def part2_state(spec, rounds, seed, args, lrs):
                           max_iter=pc.max_iter)
     x_star = plain.update(p0, data, alpha)
     f_star, g_star = plain.objective(x_star, data, alpha)
-    f0, g0 = plain.objective(p0, data, alpha)
+    f0, _ = plain.objective(p0, data, alpha)
     lo, hi = plain.box
     pg_star = float(np.max(np.abs(np.clip(x_star - g_star, lo, hi) - x_star)))
     arrays = data.arrays()

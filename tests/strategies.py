@@ -54,6 +54,14 @@ def masks(draw, n_states: int, n_actions: int, p_off: float = 0.3, within=None):
     return mask
 
 
+def masks_for(mdp):
+    """π_ref's own mask of ``mdp`` or an arbitrary one (at least one token per row), as a
+    C-contiguous bool array."""
+    return st.one_of(st.just(np.asarray(mdp.allowed)), masks(mdp.n_states, mdp.n_actions)).map(
+        lambda m: np.ascontiguousarray(m, dtype=np.bool_)
+    )
+
+
 @st.composite
 def start_distributions(draw, n_states: int):
     """A distribution over states with some zeros (at least one positive entry)."""

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import naive
 import xpo_sim
 from naive import assert_close
-from strategies import betas, masks, mdps, policies
+from strategies import betas, masks_for, mdps, policies
 from xpo_sim._kernels import soft as ksoft
 from xpo_sim._kernels import trajectories as ktraj
 
@@ -185,9 +185,7 @@ def test_occupancy_forward(data):
 def test_longest_and_count_paths(data):
     """On π_ref's mask and on arbitrary masks (one allowed token per row at least)."""
     mdp = data.draw(mdps(), label="mdp")
-    allowed = data.draw(st.one_of(st.just(np.asarray(mdp.allowed)), masks(mdp.n_states, mdp.n_actions)),
-                        label="allowed")
-    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+    allowed = data.draw(masks_for(mdp), label="allowed")
     S = mdp.n_states
     (jit_l, _), (py_l, _) = both(ksoft.longest_paths, mdp.next_state, allowed, out_shapes=[((S,), np.int64)])
     assert np.array_equal(jit_l[0], py_l[0])
@@ -211,9 +209,7 @@ def test_sizes_of_the_mdp(mdp):
 @given(data=st.data())
 def test_enumerate_paths(data):
     mdp = data.draw(mdps(), label="mdp")
-    allowed = data.draw(st.one_of(st.just(np.asarray(mdp.allowed)), masks(mdp.n_states, mdp.n_actions)),
-                        label="allowed")
-    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+    allowed = data.draw(masks_for(mdp), label="allowed")
     starts = np.array(
         data.draw(st.lists(st.integers(0, mdp.n_states - 1), min_size=1, max_size=3), label="starts"),
         dtype=np.int64,

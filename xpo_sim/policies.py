@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import Bounds, minimize
 
 from xpo_sim._kernels import preference as _kernels
 from xpo_sim._kernels import soft as _soft_kernels
@@ -104,6 +104,8 @@ class ImplicitRewardClass:
         if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
             raise ValueError(f"box must be a pair of finite numbers lo <= hi, got {box!r}")
         self.box = (lo, hi)
+        n = int(mask.sum())
+        self._bounds = Bounds(np.full(n, lo), np.full(n, hi))  # built once, not every round
         self.gtol = float(gtol)
         self.max_iter = int(max_iter)
         shape = (mdp.n_states, mdp.n_actions)
@@ -152,7 +154,7 @@ class ImplicitRewardClass:
             return params
         result = minimize(
             self.objective, params, args=(data, alpha, loss), jac=True, method="L-BFGS-B",
-            bounds=[self.box] * self.n_params,
+            bounds=self._bounds,
             options=dict(maxiter=self.max_iter, gtol=self.gtol, ftol=1e-15),
         )
         return result.x
