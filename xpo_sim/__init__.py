@@ -11,7 +11,7 @@ from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, CountUCB, ExPO, IterativeDPO
 from xpo_sim.metrics import optimal_mass, regret, seen_mass
-from xpo_sim.policies import ImplicitRewardClass, LogitsClass
+from xpo_sim.policies import ImplicitRewardClass, LinearRewardClass, LogitsClass, PolicyClass, RewardClass
 from xpo_sim.preferences import Argmax, BradleyTerry
 from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
 from xpo_sim.trajectories import sample_trajectories, trajectory_logp, trajectory_reward
@@ -33,7 +33,10 @@ __all__ = [
     "trajectory_logp",
     "trajectory_reward",
     "PreferenceData",
+    "PolicyClass",
+    "RewardClass",
     "ImplicitRewardClass",
+    "LinearRewardClass",
     "LogitsClass",
     "BradleyTerry",
     "Argmax",

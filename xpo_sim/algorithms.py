@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch, check_beta
 from xpo_sim.metrics import ConcentrabilityTracker, optimal_mass, seen_mass
-from xpo_sim.policies import ImplicitRewardClass, LogitsClass, loss_kind
+from xpo_sim.policies import loss_kind, make_policy_class
 from xpo_sim.preferences import BradleyTerry
 from xpo_sim.soft import evaluate, solve_soft
 from xpo_sim.trajectories import as_generator, sample_trajectories, trajectory_reward
@@ -75,7 +75,7 @@ class Algorithm:
     loss: str = field(default="dpo", kw_only=True)
     policy_sampler: ClassVar[str] = "current"
     explore_sampler: ClassVar[str] = "ref"
-    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "logits")
+    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear", "logits")
 
     def __post_init__(self):
         _check_batch(self.batch)
@@ -233,14 +233,6 @@ def _sample_mixture(mdp: TokenMDP, tables: list[np.ndarray], prompts: np.ndarray
     return TrajectoryBatch.concatenate(parts)
 
 
-def _make_policy_class(mdp, beta, policy, policy_options):
-    if policy == "implicit":
-        return ImplicitRewardClass(mdp, beta, **policy_options)
-    if policy == "logits":
-        return LogitsClass(mdp, beta, **policy_options)
-    raise ValueError(f"unknown policy class {policy!r}: expected 'implicit' or 'logits'")
-
-
 def store_pairs(datasets: list[PreferenceData], chosen: TrajectoryBatch, rejected: TrajectoryBatch,
                 explored: TrajectoryBatch | None = None) -> None:
     """Add the pairs chosen_i ≻ rejected_i (and the explored responses) to every dataset."""
@@ -370,7 +362,7 @@ def run(
     rounds: int,
     seed=0,
     *,
-    policy: str = "implicit",
+    policy="implicit",
     oracle=None,
     record: str | Iterable[int] = "all",
     max_enumerate: int = 100_000,
@@ -381,10 +373,13 @@ def run(
 
     Parameters
     ----------
-    policy : "implicit" | "logits"
-        The policy class: implicit-reward with the exact per-round argmin, or logits with
-        Adam steps (``steps``, ``lr`` in ``policy_options``). Other ``policy_options`` go to
-        the class (e.g. ``box``, ``support`` for the implicit class).
+    policy : "implicit" | "linear" | "logits" | PolicyClass
+        The policy class, by name from :data:`xpo_sim.policies.POLICY_CLASSES` or as an
+        object implementing :class:`xpo_sim.policies.PolicyClass`: implicit-reward (one
+        reward parameter per response or state-action) or linear-feature reward (θ·φ,
+        ``features`` default ``mdp.features``), both with the exact per-round argmin, or
+        logits with Adam steps (``steps``, ``lr``). ``policy_options`` go to the class
+        (e.g. ``box``, ``support``, ``l2`` for the reward classes).
     oracle
         Preference oracle with ``prefer(r_a, r_b, rng)``; default Bradley–Terry labels.
     record
@@ -403,12 +398,13 @@ def run(
     beta, rounds = check_run_arguments(mdp, algorithm, beta, rounds)
     rng = as_generator(seed)
     oracle = BradleyTerry() if oracle is None else oracle
-    policy_class = _make_policy_class(mdp, beta, policy, policy_options)
+    policy_class = make_policy_class(mdp, beta, policy, **policy_options)
     rounds = algorithm.total_rounds(int(rounds))
     recorded = record_rounds(record, rounds)
 
-    if policy not in algorithm.policy_classes:
-        raise ValueError(f"{algorithm.name} runs with policy in {algorithm.policy_classes}, not {policy!r}")
+    if policy_class.name not in algorithm.policy_classes:
+        raise ValueError(f"{algorithm.name} runs with policy in {algorithm.policy_classes}, "
+                         f"not {policy_class.name!r}")
     recorder = RunRecorder(mdp, beta, algorithm.name, recorded, max_enumerate)
     tracker = recorder.tracker
     ctx = RoundContext(mdp, beta, rng, oracle, policy_class, keep_iterates=algorithm.explore_sampler == "history")

@@ -12,6 +12,12 @@ an instance is reproducible unless asked otherwise) and records its parameters i
   r(good) = 1, r(bad) = 0, π_ref(good) = exp(−1/(2β)).
 * :func:`bandit_needle`, :func:`token_needle` — π_ref puts mass ε on the single optimal
   response (in the tree, the optimal path's per-token probabilities are ε^(1/H) each).
+* :func:`combination_lock` — an H-level lock (a DAG of 2H − 1 states): one secret correct
+  token per level, π_ref(optimal response) = p^H, with level-indicator features (d = H)
+  that realize the reward.
+* :func:`feature_bandit` — a one-prompt bandit with clustered features: the optimum is
+  π_ref-rare and orthogonal to every likely response, yet the linear class's coverability
+  is at most d however many responses there are.
 
 The reference policy of the random families is π_ref(·|s) ∝ exp(g_s / T) with
 g_s ∼ N(0, I) and a temperature T (``ref_temperature``; T → ∞ gives the uniform policy).
@@ -33,6 +39,8 @@ __all__ = [
     "two_arm_needle",
     "bandit_needle",
     "token_needle",
+    "combination_lock",
+    "feature_bandit",
 ]
 
 
@@ -273,3 +281,142 @@ def token_needle(
                 bad_reward=bad_reward, optimal_path=path, optimal_path_states=path_states,
                 layer_offsets=offsets)
     return TokenMDP(next_state, reward, ref_logp, _uniform_over_first(n_states, n_prompts), info)
+
+
+def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0) -> TokenMDP:
+    r"""An H-level combination lock: a DAG whose unique optimal response is exponentially
+    rare under π_ref, with level-indicator features that realize the reward.
+
+    States (``S = 2H − 1``, every transition increases the index): the on-path state of
+    level h is ``on_h = h`` (h = 0, …, H−1), the off-path state is ``off_h = H + h − 1``
+    (h = 1, …, H−1). The prompt is ``on_0`` (ρ = e₀). Each level has one secret correct
+    token c_h (``info["optimal_path"]``, drawn from ``seed``):
+
+    * at ``on_h``, c_h leads to ``on_{h+1}`` and every other token to ``off_{h+1}``;
+    * at ``off_h``, every token leads to ``off_{h+1}``;
+    * at the last level (h = H−1) every token ends the episode.
+
+    So every response has exactly H tokens and there are vocab^H of them. Rewards:
+    r(on_h, c_h) = 1/H and 0 everywhere else, so r(τ) = (number of correct tokens before the
+    first mistake)/H, and the single all-correct response is the unique optimum, r = 1.
+    π_ref(c_h | on_h) = p, the other tokens (1 − p)/(vocab − 1) each; off the path π_ref is
+    uniform. Hence π_ref(optimal response) = p^H = ``info["eps"]``.
+
+    Features (d = H, a dense (S, vocab, H) array): φ(on_h, c_h) = e_h and φ = 0 elsewhere,
+    so r = θ*·φ with θ* = (1/H, …, 1/H) (``info["theta_star"]``), inside the box
+    ``info["feature_box"]`` = [0, 1/H]^H.
+
+    Parameters
+    ----------
+    horizon : int >= 1
+        H, the number of levels (tokens per response).
+    vocab : int >= 2
+        Number of tokens per state.
+    p_correct : float in (0, 1)
+        π_ref's probability of the correct token at each on-path state.
+    seed : int or numpy.random.Generator
+        Draws the correct tokens, ``rng.integers(vocab, size=horizon)``.
+    """
+    horizon = _positive_int("horizon", horizon)
+    vocab = _positive_int("vocab", vocab, minimum=2)
+    p_correct = _probability("p_correct", p_correct, low_open=True, high_open=True)
+    rng = as_generator(seed)
+    correct = rng.integers(vocab, size=horizon).astype(np.int64)
+
+    n_states = 2 * horizon - 1
+    levels = np.arange(horizon, dtype=np.int64)
+    on = levels  # on_h = h
+    off = horizon + levels[1:] - 1  # off_h = H + h − 1, h = 1, …, H−1
+    next_state = np.full((n_states, vocab), -1, dtype=np.int64)
+    if horizon > 1:
+        inner = levels[:-1]  # levels whose tokens do not end the episode
+        next_state[on[:-1]] = (horizon + inner)[:, None]  # → off_{h+1} = H + h
+        next_state[on[:-1], correct[:-1]] = inner + 1  # → on_{h+1} = h + 1
+        next_state[off[:-1]] = off[1:, None]  # off_h → off_{h+1}
+
+    ref_logp = np.full((n_states, vocab), -math.log(vocab))
+    ref_logp[on] = math.log1p(-p_correct) - math.log(vocab - 1)
+    ref_logp[on, correct] = math.log(p_correct)
+
+    reward = np.zeros((n_states, vocab))
+    reward[on, correct] = 1.0 / horizon
+    features = np.zeros((n_states, vocab, horizon))
+    features[on, correct, levels] = 1.0
+    theta_star = np.full(horizon, 1.0 / horizon)
+
+    start = np.zeros(n_states)
+    start[0] = 1.0
+    info = dict(
+        family="combination_lock", horizon=horizon, vocab=vocab, p_correct=p_correct,
+        eps=p_correct**horizon, n_prompts=1, optimal_path=correct[None, :],
+        optimal_path_states=on[None, :].copy(), theta_star=theta_star,
+        feature_box=(0.0, 1.0 / horizon),
+    )
+    return TokenMDP(next_state, reward, ref_logp, start, info, features=features)
+
+
+def feature_bandit(n_responses: int, d: int, eps: float, seed=0) -> TokenMDP:
+    r"""A one-prompt bandit with clustered linear features: the optimum is π_ref-rare and
+    points in a direction no likely response reveals, but the feature class's
+    coverability stays at most d however large ``n_responses`` is.
+
+    One state, ``n_responses`` one-token responses (``next_state`` all −1). One optimal
+    response y* (drawn from ``seed``; ``info["optimal_actions"] = [y*]``) has φ(y*) = e₀ and
+    π_ref(y*) = ε. Every other response y belongs to one of d − 1 clusters k = 1, …, d−1
+    (balanced: sizes differ by at most one, assignment random; ``info["clusters"]``, 0 for
+    y*) and has φ(y) = e_k; π_ref spreads 1 − ε evenly over them. The reward is linear,
+    r(y) = θ*·φ(y), with θ*₀ = 1 and θ*_k (k ≥ 1) the values of linspace(0, 0.6, d − 1) in
+    a random order, so r(y*) = 1 > 0.6 ≥ r(y) for every y ≠ y*, and θ* ∈ [0, 1]^d
+    (``info["feature_box"]``). Features are a scipy.sparse CSR matrix (n_responses, d) with
+    one 1 per row.
+
+    Why this separates exploration from passive sampling: the π_ref-likely responses all
+    have φ₀ = 0, so data from π_ref says nothing about θ₀, the optimum's direction; seeing
+    y* takes about 1/ε draws. Yet the class Π = {π_θ(y) ∝ π_ref(y) exp(θ·φ(y)/β)} has
+    coverability C_cov = Σ_y sup_θ π_θ(y) ≤ d: within cluster k every response carries the
+    same factor exp(θ_k/β), so π_θ(y)/π_θ(cluster k) = π_ref(y)/π_ref(cluster k) is fixed,
+    hence Σ_{y ∈ cluster k} sup_θ π_θ(y) ≤ Σ_{y ∈ cluster k} π_ref(y)/π_ref(cluster k) = 1;
+    y* adds at most 1, so C_cov ≤ 1 + (d − 1) = d.
+
+    Parameters
+    ----------
+    n_responses : int >= 2
+        Number of responses n; must satisfy n − 1 >= d − 1 so that every cluster is
+        non-empty.
+    d : int >= 2
+        Feature dimension (one optimal direction and d − 1 clusters).
+    eps : float in (0, 1)
+        π_ref(y*).
+    seed : int or numpy.random.Generator
+        Draws y*, the cluster assignment and the order of θ*₁, …, θ*_{d−1}.
+    """
+    import scipy.sparse as sp
+
+    n_responses = _positive_int("n_responses", n_responses, minimum=2)
+    d = _positive_int("d", d, minimum=2)
+    eps = _probability("eps", eps, low_open=True, high_open=True)
+    if n_responses < d:
+        raise ValueError(
+            f"n_responses must be >= d so that each of the d - 1 = {d - 1} clusters gets at "
+            f"least one of the n_responses - 1 non-optimal responses, got n_responses={n_responses}, d={d}"
+        )
+    rng = as_generator(seed)
+    good = int(rng.integers(n_responses))
+    clusters = np.zeros(n_responses, dtype=np.int64)
+    others = np.concatenate([np.arange(good), np.arange(good + 1, n_responses)])
+    clusters[others] = rng.permutation(np.arange(n_responses - 1, dtype=np.int64) % (d - 1) + 1)
+    theta_star = np.concatenate([[1.0], rng.permutation(np.linspace(0.0, 0.6, d - 1))])
+
+    reward = theta_star[clusters][None, :]
+    ref_logp = np.full((1, n_responses), math.log1p(-eps) - math.log(n_responses - 1))
+    ref_logp[0, good] = math.log(eps)
+    features = sp.csr_matrix(
+        (np.ones(n_responses), clusters, np.arange(n_responses + 1)), shape=(n_responses, d)
+    )
+    info = dict(
+        family="feature_bandit", n_responses=n_responses, d=d, eps=eps, n_prompts=1,
+        optimal_actions=np.array([good]), theta_star=theta_star, feature_box=(0.0, 1.0),
+        clusters=clusters,
+    )
+    return TokenMDP(np.full((1, n_responses), -1), reward, ref_logp, np.ones(1), info,
+                    features=features)

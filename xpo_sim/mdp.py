@@ -11,6 +11,10 @@ A :class:`TokenMDP` is four arrays over S states (in topological order) and A ac
 * ``ref_logp[s, a]`` — log π_ref(a|s); ``-inf`` marks a disallowed token. Each row
   normalizes: Σ_a π_ref(a|s) = 1 (to 1e-9).
 * ``start[s]`` — ρ(s), the distribution over start states (prompts).
+* ``features`` (optional) — φ(s, a) ∈ R^d, the features of a linear reward class
+  r̂_θ(s, a) = θ·φ(s, a) (DESIGN.md §5): a dense (S, A, d) array, or for large instances a
+  scipy.sparse matrix of shape (S·A, d) whose row ``s·A + a`` is φ(s, a). Trajectory
+  features are Φ(τ) = Σ_h φ(s_h, a_h).
 
 A trajectory τ = (s₀, a₀, s₁, a₁, …) runs until ``next_state = -1``;
 r(τ) = Σ_h r(s_h, a_h) and π(τ) = Π_h π(a_h | s_h). A token tree (one state per prefix),
@@ -32,7 +36,7 @@ from xpo_sim._kernels import trajectories as _traj_kernels
 NORMALIZATION_TOL = 1e-9
 POLICY_TOL = 1e-6  # how far a policy row's mass may stray from 1 (float32 policies)
 
-__all__ = ["TokenMDP", "TrajectoryBatch", "check_beta"]
+__all__ = ["TokenMDP", "TrajectoryBatch", "check_beta", "as_feature_matrix"]
 
 
 def check_beta(beta) -> float:
@@ -108,6 +112,47 @@ def _as_real(name: str, value, dtype) -> np.ndarray:
     return np.array(array, dtype=dtype, order="C", copy=True)
 
 
+def _check_features(features, n_states: int, n_actions: int):
+    """Validated features: a read-only float64 (S, A, d) array or a float64 CSR (S·A, d)."""
+    import scipy.sparse as sp
+
+    if sp.issparse(features):
+        matrix = sp.csr_matrix(features, dtype=np.float64, copy=True)
+        if matrix.ndim != 2 or matrix.shape[0] != n_states * n_actions or matrix.shape[1] < 1:
+            raise ValueError(
+                f"sparse features must have shape (S·A, d) = ({n_states * n_actions}, d >= 1), got {matrix.shape}"
+            )
+        bad = np.flatnonzero(~np.isfinite(matrix.data))
+        if bad.size:
+            row = int(np.searchsorted(matrix.indptr, bad[0], side="right") - 1)
+            raise ValueError(
+                f"features[{row // n_actions}, {row % n_actions}, {matrix.indices[bad[0]]}] = "
+                f"{matrix.data[bad[0]]} is not finite"
+            )
+        matrix.sum_duplicates()
+        return matrix
+    array = _as_real("features", features, np.float64)
+    if array.ndim != 3 or array.shape[:2] != (n_states, n_actions) or array.shape[2] < 1:
+        raise ValueError(
+            f"features must have shape (S, A, d) = ({n_states}, {n_actions}, d >= 1), got {array.shape}"
+        )
+    bad = np.argwhere(~np.isfinite(array))
+    if bad.size:
+        s, a, k = bad[0]
+        raise ValueError(f"features[{s}, {a}, {k}] = {array[s, a, k]} is not finite")
+    return _readonly(array)
+
+
+def as_feature_matrix(features, n_states: int, n_actions: int):
+    """Validated features (dense (S, A, d) or sparse (S·A, d)) as a CSR matrix (S·A, d)."""
+    import scipy.sparse as sp
+
+    checked = _check_features(features, n_states, n_actions)
+    if sp.issparse(checked):
+        return checked
+    return sp.csr_matrix(checked.reshape(n_states * n_actions, -1))
+
+
 class TokenMDP:
     """A deterministic token MDP with a reference policy (see the module docstring).
 
@@ -122,6 +167,10 @@ class TokenMDP:
         and allow at least one token.
     start : float array (S,)
         Distribution ρ over start states: non-negative, sums to 1 (to 1e-9).
+    features : array (S, A, d) or scipy.sparse matrix (S·A, d), optional
+        Features φ(s, a) for the linear reward class; finite. Stored as given (dense arrays
+        read-only float64, sparse ones as a float64 CSR copy); :meth:`feature_matrix`
+        returns the CSR form either way. Entries of disallowed tokens are never used.
     info : mapping, optional
         Free-form description of the instance (family, parameters, optimal response …).
 
@@ -131,7 +180,8 @@ class TokenMDP:
         naming the array, the rule it breaks and the first offending index.
     """
 
-    def __init__(self, next_state, reward, ref_logp, start, info: Mapping[str, Any] | None = None):
+    def __init__(self, next_state, reward, ref_logp, start, info: Mapping[str, Any] | None = None,
+                 features=None):
         ns = np.asarray(next_state)
         if ns.dtype == np.bool_ or not np.issubdtype(ns.dtype, np.integer):
             raise ValueError(
@@ -217,6 +267,28 @@ class TokenMDP:
         self.start = _readonly(start)
         self.allowed = _readonly(np.ascontiguousarray(allowed))
         self.info = dict(info or {})
+        self.features = None if features is None else _check_features(features, n_states, n_actions)
+        self._feature_csr = None
+
+    # --------------------------------------------------------------- features
+    @property
+    def n_features(self) -> int:
+        """d, the feature dimension (0 when the instance has no features)."""
+        if self.features is None:
+            return 0
+        return int(self.features.shape[-1])
+
+    def feature_matrix(self):
+        """φ as a scipy.sparse CSR matrix of shape (S·A, d), row ``s·A + a`` = φ(s, a).
+        Raises ValueError when the instance has no features."""
+        if self.features is None:
+            raise ValueError("this TokenMDP has no features: pass features=... (S, A, d) when building it")
+        if self._feature_csr is None:
+            import scipy.sparse as sp
+
+            self._feature_csr = (self.features if sp.issparse(self.features)
+                                 else sp.csr_matrix(self.features.reshape(self.n_pairs, -1)))
+        return self._feature_csr
 
     # ------------------------------------------------------------------ sizes
     @property

@@ -46,7 +46,7 @@ from xpo_sim.algorithms import (
     store_pairs,
 )
 from xpo_sim.mdp import TokenMDP
-from xpo_sim.policies import ImplicitRewardClass, LogitsClass
+from xpo_sim.policies import LogitsClass, RewardClass
 from xpo_sim.soft import evaluate
 from xpo_sim.trajectories import sample_trajectories, trajectory_reward
 
@@ -180,11 +180,14 @@ class ExPO(Algorithm):
 
 
 class _RewardModel:
-    """Bradley–Terry maximum likelihood over the box-bounded reward class (the implicit
-    class's objective with α = 0 is exactly the BT negative log-likelihood of r̂)."""
+    """Bradley–Terry maximum likelihood over the run's box-bounded reward class (a reward
+    class's objective with α = 0 is exactly the BT negative log-likelihood of r̂_θ)."""
 
-    def __init__(self, mdp: TokenMDP, beta: float):
-        self.cls = ImplicitRewardClass(mdp, beta)
+    def __init__(self, cls: RewardClass, algorithm: str):
+        if not isinstance(cls, RewardClass):
+            raise ValueError(f"{algorithm} needs a reward class (implicit or linear) for its reward model, "
+                             f"got the {cls.name!r} class")
+        self.cls = cls
         self.params = self.cls.initial_params()
 
     def fit(self, data) -> np.ndarray:
@@ -218,7 +221,7 @@ class RLHF(Algorithm):
     ppo_epochs: int = 8
     clip: float = 0.2
     lr: float = 0.1
-    policy_classes: ClassVar[tuple[str, ...]] = ("implicit",)
+    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
 
     def __post_init__(self):
         super().__post_init__()
@@ -237,7 +240,7 @@ class RLHF(Algorithm):
 
     def _reward_model(self, ctx: RoundContext) -> _RewardModel:
         if "reward_model" not in ctx.state:
-            ctx.state["reward_model"] = _RewardModel(ctx.mdp, ctx.beta)
+            ctx.state["reward_model"] = _RewardModel(ctx.policy_class, self.name)
         return ctx.state["reward_model"]
 
     def update(self, ctx: RoundContext) -> None:
@@ -291,7 +294,7 @@ class CountUCB(Algorithm):
     to the box), then the exact soft-optimal policy; pairs are (πᵗ, π_ref)."""
 
     c: float = 0.5
-    policy_classes: ClassVar[tuple[str, ...]] = ("implicit",)
+    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
 
     def __post_init__(self):
         super().__post_init__()
@@ -300,17 +303,18 @@ class CountUCB(Algorithm):
 
     def update(self, ctx: RoundContext) -> None:
         if "reward_model" not in ctx.state:
-            ctx.state["reward_model"] = _RewardModel(ctx.mdp, ctx.beta)
+            ctx.state["reward_model"] = _RewardModel(ctx.policy_class, self.name)
         model = ctx.state["reward_model"]
         params = model.fit(ctx.data)
-        optimistic = np.clip(params + self.c / np.sqrt(1.0 + self.visit_counts(ctx, model.cls)), *model.cls.box)
+        optimistic = model.cls.project(params + self.c / np.sqrt(1.0 + self.visit_counts(ctx, model.cls)))
         ctx.params = optimistic
         ctx.logp = model.cls.policy_logp(optimistic)
 
     @staticmethod
-    def visit_counts(ctx: RoundContext, cls: ImplicitRewardClass) -> np.ndarray:
-        """n per reward parameter: how many compared responses (both sides of every pair,
-        with multiplicity) took that (s, a)."""
+    def visit_counts(ctx: RoundContext, cls: RewardClass) -> np.ndarray:
+        """n per reward parameter: Σ_{s,a} (compared responses that took (s, a), both sides
+        of every pair with multiplicity) · φ(s, a) — for a one-hot (implicit) class, the
+        count of that parameter's (s, a)."""
         arrays = ctx.data.arrays()
         per_path = np.zeros(arrays["path_lengths"].shape[0])
         np.add.at(per_path, arrays["pair_chosen"], arrays["pair_count"])
@@ -318,5 +322,5 @@ class CountUCB(Algorithm):
         table = np.zeros(ctx.mdp.ref_logp.shape)
         for k, n in enumerate(arrays["path_lengths"]):
             np.add.at(table, (arrays["path_states"][k, :n], arrays["path_actions"][k, :n]), per_path[k])
-        return table[cls.index]
+        return cls.contract(table)
 

@@ -1,23 +1,37 @@
-r"""Tabular policy classes and their per-round updates.
+r"""Policy classes and their per-round updates, behind one interface.
 
-Both classes map parameters to per-state log-probabilities (S, A) that
-:func:`xpo_sim.evaluate` scores exactly, and minimize the round's cumulative objective
+Every class maps a parameter vector to per-state log-probabilities (S, A) that
+:func:`xpo_sim.evaluate` scores exactly, and minimizes the round's cumulative objective
 
-    L(π) = Σ_pairs ℓ_DPO(π)  +  α Σ_explored log π(ỹ)          (DESIGN.md, XPO)
+    L(π) = Σ_pairs ℓ_DPO(π)  +  α Σ_explored log π(ỹ)  [+ λ ‖θ‖²]       (DESIGN.md, XPO)
 
 over aggregated data (:class:`xpo_sim.data.PreferenceData`) with value and gradient from the
-numba kernels of ``xpo_sim._kernels.preference``.
+numba kernels of ``xpo_sim._kernels.preference``. The interface is the
+:class:`PolicyClass` protocol; the round loop of :func:`xpo_sim.run` finds a class by name in
+:data:`POLICY_CLASSES` (or takes an object that implements the protocol). Algorithms that
+need a reward model (RLHF, count-based UCB) use the :class:`RewardClass` protocol.
 
-**Implicit-reward class** (theory-faithful, exact update). π_θ is the KL-regularized optimum
-for a reward estimate r̂_θ whose entries lie in a box [lo, hi]: π_θ = π*(r̂_θ). By the
-implicit-Q* identity, β log(π_θ(τ)/π_ref(τ)) = r̂_θ(τ) − V̂_θ(s₀), so the DPO margin of two
-responses to one prompt is r̂_θ(τ₊) − r̂_θ(τ₋) (V̂ cancels) and DPO is logistic regression on
-r̂. The class contains π* when the box contains the true reward. On a tree with terminal
-rewards only the last token of each response carries a parameter, so
-π_θ(y|x) ∝ π_ref(y|x) exp(r̂_θ(x, y)/β). The update solves the objective to tolerance with
-L-BFGS-B under the box, warm-started at the previous iterate (the objective is convex in r̂
-for DPO; XPO's bonus adds a concave term, so with α > 0 the solution is a local optimum
-found from the previous iterate).
+**Reward classes** (theory-faithful, exact update). π_θ is the KL-regularized optimum for
+a reward estimate r̂_θ(s, a) = θ·φ(s, a), θ in a box [lo, hi]^d: π_θ = π*(r̂_θ). By the
+implicit-Q* identity, β log(π_θ(τ)/π_ref(τ)) = θ·Φ(τ) − V̂_θ(s₀) with Φ(τ) = Σ_h φ(s_h, a_h),
+so the DPO margin of two responses to one prompt is θ·(Φ(τ₊) − Φ(τ₋)) (V̂ cancels): DPO is
+logistic regression on feature differences, convex in θ. XPO's bonus
+α Σᵢ log π_θ(ỹᵢ) = (α/β) Σᵢ [θ·Φ(ỹᵢ) − V̂_θ(s₀ᵢ)] + const is concave (V̂ is a
+log-partition, convex in θ), so with α > 0 the objective is not convex and the update
+returns the stationary point that L-BFGS-B reaches from the previous iterate (a local
+minimum in practice). The gradient: the kernel returns ∂L/∂r̂(s, a) as an (S, A) table G
+(one backward and one forward sweep); ∂L/∂θ = Σ_{s,a} G(s, a) φ(s, a) = Fᵀ vec(G) with the
+feature matrix F (S·A, d), so one kernel serves every reward class.
+
+* :class:`ImplicitRewardClass` — one parameter per (s, a) of a support (the terminal
+  tokens of a tree, or every allowed token): F is one-hot. On a tree with terminal rewards
+  π_θ(y|x) ∝ π_ref(y|x) exp(r̂_θ(x, y)/β). Contains π* when the box contains the true reward.
+* :class:`LinearRewardClass` — shared parameters through features φ (dense or sparse,
+  usually ``mdp.features``). Contains π* when r = θ*·φ with θ* in the box (realizability).
+  With one-hot features it is the implicit class, run for run.
+
+An optional ℓ2 penalty λ‖θ‖² (``l2``, default 0) makes the exact argmin of coin-flip labels
+between equally good responses finite-sized instead of running to the box.
 
 **Logits class** (practice-like, gradient update). log π(a|s) = log_softmax(log π_ref(·|s)
 + θ(s,·))_a, trained by ``steps`` Adam steps per round on the objective divided by the
@@ -27,16 +41,19 @@ number of pairs, as a language model would be; θ = 0 is π_ref.
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.optimize import Bounds, minimize
 
 from xpo_sim._kernels import preference as _kernels
 from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim.data import PreferenceData
-from xpo_sim.mdp import TokenMDP, check_beta
+from xpo_sim.mdp import TokenMDP, as_feature_matrix, check_beta
 
-__all__ = ["ImplicitRewardClass", "LogitsClass"]
+__all__ = ["PolicyClass", "RewardClass", "ImplicitRewardClass", "LinearRewardClass", "LogitsClass",
+           "POLICY_CLASSES", "make_policy_class"]
 
 
 LOSS_KINDS = {"dpo": _kernels.LOSS_DPO, "ipo": _kernels.LOSS_IPO, "ln_dpo": _kernels.LOSS_LN_DPO}
@@ -60,7 +77,153 @@ def _objective_data(data: PreferenceData, alpha: float) -> dict[str, np.ndarray]
     return arrays
 
 
-class ImplicitRewardClass:
+@runtime_checkable
+class PolicyClass(Protocol):
+    """What the round loop needs of a policy class.
+
+    ``name`` identifies the class (algorithms list the names they run with);
+    ``initial_params()`` is the first iterate (π_ref where the class contains it);
+    ``policy_logp(params)`` the (S, A) table of log π(a|s); ``objective(params, data,
+    alpha, loss)`` the round objective L and ∂L/∂params; ``update(params, data, alpha,
+    loss)`` the next parameters (an exact argmin or a few optimizer steps).
+    """
+
+    name: str
+
+    @property
+    def n_params(self) -> int: ...
+
+    def initial_params(self) -> np.ndarray: ...
+
+    def policy_logp(self, params: np.ndarray) -> np.ndarray: ...
+
+    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float,
+                  loss: str = "dpo") -> tuple[float, np.ndarray]: ...
+
+    def update(self, params: np.ndarray, data: PreferenceData, alpha: float,
+               loss: str = "dpo") -> np.ndarray: ...
+
+
+@runtime_checkable
+class RewardClass(PolicyClass, Protocol):
+    """A policy class whose policies are soft-optimal for a reward r̂_θ = F θ in a box.
+
+    ``box`` = (lo, hi) bounds every parameter; ``features`` is F, a CSR matrix (S·A, d);
+    ``reward_table(params)`` is r̂_θ as an (S, A) table; ``contract(table)`` maps an (S, A)
+    table g to Fᵀ vec(g) (gradients, visit counts per parameter); ``project(params)`` clips
+    into the box. ``update(params, data, 0.0)`` is the Bradley–Terry maximum-likelihood
+    reward fit (the DPO objective of the class).
+    """
+
+    box: tuple[float, float]
+    features: sp.csr_matrix
+
+    def reward_table(self, params: np.ndarray) -> np.ndarray: ...
+
+    def contract(self, table: np.ndarray) -> np.ndarray: ...
+
+    def project(self, params: np.ndarray) -> np.ndarray: ...
+
+
+def _check_box(box) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"box must be a pair of finite numbers lo <= hi, got {box!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"box must be a pair of finite numbers lo <= hi, got {box!r}")
+    return lo, hi
+
+
+def _check_nonnegative(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+class _LinearRewardBase:
+    """Shared machinery of the reward classes: r̂_θ = F θ, θ ∈ [lo, hi]^d, exact
+    per-round argmin by L-BFGS-B (see the module docstring)."""
+
+    def __init__(self, mdp: TokenMDP, beta: float, features: sp.csr_matrix, box, *, l2: float = 0.0,
+                 gtol: float = 1e-9, max_iter: int = 2000):
+        self.mdp = mdp
+        self.beta = check_beta(beta)
+        self.features = features
+        self._features_t = features.T.tocsr()  # Fᵀ as CSR: the contraction is a row-wise matvec
+        self.box = _check_box(box)
+        self.l2 = _check_nonnegative("l2", l2)
+        self.gtol = float(gtol)
+        self.max_iter = int(max_iter)
+        n = self.n_params
+        self._bounds = Bounds(np.full(n, self.box[0]), np.full(n, self.box[1]))  # built once
+        shape = (mdp.n_states, mdp.n_actions)
+        self._work = dict(
+            q_work=np.empty(shape), v_work=np.empty(mdp.n_states), logp_work=np.empty(shape),
+            occ_work=np.empty(mdp.n_states), start_work=np.empty(mdp.n_states),
+        )
+        self._grad = np.empty(shape)
+
+    @property
+    def n_params(self) -> int:
+        return int(self.features.shape[1])
+
+    def initial_params(self) -> np.ndarray:
+        """θ = 0 clipped to the box (π_ref itself when 0 is in the box)."""
+        return np.full(self.n_params, min(max(0.0, self.box[0]), self.box[1]))
+
+    def project(self, params: np.ndarray) -> np.ndarray:
+        return np.clip(params, *self.box)
+
+    def reward_table(self, params: np.ndarray) -> np.ndarray:
+        """r̂_θ(s, a) = θ·φ(s, a) as an (S, A) table."""
+        return (self.features @ np.asarray(params, dtype=np.float64)).reshape(self.mdp.n_states, self.mdp.n_actions)
+
+    def contract(self, table: np.ndarray) -> np.ndarray:
+        """Σ_{s,a} table(s, a) φ(s, a) = Fᵀ vec(table), a vector of length d."""
+        return self._features_t @ np.ascontiguousarray(table, dtype=np.float64).ravel()
+
+    def policy_logp(self, params: np.ndarray) -> np.ndarray:
+        shape = (self.mdp.n_states, self.mdp.n_actions)
+        q, v, logp = np.empty(shape), np.empty(self.mdp.n_states), np.empty(shape)
+        _soft_kernels.soft_backward(self.mdp.next_state, self.reward_table(params), self.mdp.ref_logp,
+                                    self.beta, q, v, logp)
+        return logp
+
+    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo"):
+        """(L, ∂L/∂θ) of the round objective at ``params``; ``loss`` is the pair term
+        ("dpo", "ipo" or "ln_dpo"); L includes λ‖θ‖² when ``l2`` = λ > 0."""
+        arrays = _objective_data(data, alpha)
+        value = _kernels.implicit_reward_objective(
+            self.mdp.next_state, self.mdp.ref_logp, self.beta, loss_kind(loss), self.reward_table(params),
+            arrays["path_states"], arrays["path_actions"], arrays["path_lengths"],
+            arrays["path_ref_logp"], arrays["pair_chosen"], arrays["pair_rejected"],
+            arrays["pair_count"], arrays["explore_path"], arrays["explore_weight"],
+            grad_out=self._grad, **self._work,
+        )
+        grad = self.contract(self._grad)
+        if self.l2:
+            value += self.l2 * float(params @ params)
+            grad += 2.0 * self.l2 * params
+        return value, grad
+
+    def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
+        """Minimize the objective over the box, warm-started at ``params``."""
+        if self.n_params == 0:
+            return params
+        result = minimize(
+            self.objective, params, args=(data, alpha, loss), jac=True, method="L-BFGS-B",
+            bounds=self._bounds,
+            options=dict(maxiter=self.max_iter, gtol=self.gtol, ftol=1e-15),
+        )
+        return result.x
+
+
+class ImplicitRewardClass(_LinearRewardBase):
     """Soft-optimal policies of box-bounded reward tables; exact per-round argmin.
 
     Parameters
@@ -75,16 +238,19 @@ class ImplicitRewardClass:
         Which allowed (s, a) entries carry a parameter: tokens that end the episode, or
         every allowed token. "auto" picks "terminal" when the true reward is zero on every
         other token.
+    l2 : float
+        λ of the penalty λ‖r̂‖² over the parameters (default 0).
     gtol, max_iter
         L-BFGS-B stopping rule (projected-gradient tolerance) and iteration cap per round.
+
+    Parameter j is the reward of the j-th support entry in row-major order, ``index`` =
+    ``np.nonzero(mask)``; ``features`` is the matching one-hot matrix.
     """
 
     name = "implicit"
 
-    def __init__(self, mdp: TokenMDP, beta: float, *, box=None, support: str = "auto",
+    def __init__(self, mdp: TokenMDP, beta: float, *, box=None, support: str = "auto", l2: float = 0.0,
                  gtol: float = 1e-9, max_iter: int = 2000):
-        self.mdp = mdp
-        self.beta = check_beta(beta)
         terminal = mdp.allowed & (mdp.next_state == -1)
         if support == "auto":
             support = "terminal" if not mdp.reward[mdp.allowed & ~terminal].any() else "all"
@@ -100,64 +266,50 @@ class ImplicitRewardClass:
         if box is None:
             true = mdp.reward[mask]
             box = (min(0.0, float(true.min())), max(0.0, float(true.max())))
-        lo, hi = (float(x) for x in box)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise ValueError(f"box must be a pair of finite numbers lo <= hi, got {box!r}")
-        self.box = (lo, hi)
-        n = int(mask.sum())
-        self._bounds = Bounds(np.full(n, lo), np.full(n, hi))  # built once, not every round
-        self.gtol = float(gtol)
-        self.max_iter = int(max_iter)
-        shape = (mdp.n_states, mdp.n_actions)
-        self._work = dict(
-            q_work=np.empty(shape), v_work=np.empty(mdp.n_states), logp_work=np.empty(shape),
-            occ_work=np.empty(mdp.n_states), start_work=np.empty(mdp.n_states),
-        )
-        self._grad = np.empty(shape)
+        super().__init__(mdp, beta, one_hot_features(mask), box, l2=l2, gtol=gtol, max_iter=max_iter)
 
-    @property
-    def n_params(self) -> int:
-        return int(self.index[0].size)
 
-    def initial_params(self) -> np.ndarray:
-        """r̂ = 0 clipped to the box (π_ref itself when 0 is in the box)."""
-        return np.full(self.n_params, min(max(0.0, self.box[0]), self.box[1]))
+def one_hot_features(mask: np.ndarray) -> sp.csr_matrix:
+    """The (S·A, n) CSR matrix with a single 1 in row s·A + a, column j, for the j-th True
+    entry (s, a) of ``mask`` in row-major order: the implicit class as a linear class."""
+    rows = np.flatnonzero(np.asarray(mask).ravel())
+    n = rows.size
+    return sp.csr_matrix((np.ones(n), (rows, np.arange(n))), shape=(mask.size, n))
 
-    def reward_table(self, params: np.ndarray) -> np.ndarray:
-        table = np.zeros((self.mdp.n_states, self.mdp.n_actions))
-        table[self.index] = params
-        return table
 
-    def policy_logp(self, params: np.ndarray) -> np.ndarray:
-        shape = (self.mdp.n_states, self.mdp.n_actions)
-        q, v, logp = np.empty(shape), np.empty(self.mdp.n_states), np.empty(shape)
-        _soft_kernels.soft_backward(self.mdp.next_state, self.reward_table(params), self.mdp.ref_logp,
-                                    self.beta, q, v, logp)
-        return logp
+class LinearRewardClass(_LinearRewardBase):
+    """Soft-optimal policies of linear rewards r̂_θ(s, a) = θ·φ(s, a), θ ∈ [lo, hi]^d.
 
-    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo"):
-        """(L, ∂L/∂params) of the round objective at ``params``; ``loss`` is the pair term
-        ("dpo", "ipo" or "ln_dpo")."""
-        arrays = _objective_data(data, alpha)
-        value = _kernels.implicit_reward_objective(
-            self.mdp.next_state, self.mdp.ref_logp, self.beta, loss_kind(loss), self.reward_table(params),
-            arrays["path_states"], arrays["path_actions"], arrays["path_lengths"],
-            arrays["path_ref_logp"], arrays["pair_chosen"], arrays["pair_rejected"],
-            arrays["pair_count"], arrays["explore_path"], arrays["explore_weight"],
-            grad_out=self._grad, **self._work,
-        )
-        return value, self._grad[self.index].copy()
+    Parameters
+    ----------
+    mdp, beta
+        The instance and the KL strength the policies are soft-optimal for.
+    features : array (S, A, d) or scipy.sparse (S·A, d), optional
+        φ; default ``mdp.features``. Sparse features keep memory at O(nonzeros) for large
+        S·A (the sweeps need one matrix-vector product each way per objective evaluation).
+    box : (lo, hi), optional
+        Bounds on every θ_k. Default ``mdp.info["feature_box"]`` (the instance families
+        with natural features record one that contains the true θ*); required otherwise.
+    l2, gtol, max_iter
+        As for :class:`ImplicitRewardClass`.
+    """
 
-    def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
-        """Minimize the objective over the box, warm-started at ``params``."""
-        if self.n_params == 0:
-            return params
-        result = minimize(
-            self.objective, params, args=(data, alpha, loss), jac=True, method="L-BFGS-B",
-            bounds=self._bounds,
-            options=dict(maxiter=self.max_iter, gtol=self.gtol, ftol=1e-15),
-        )
-        return result.x
+    name = "linear"
+
+    def __init__(self, mdp: TokenMDP, beta: float, *, features=None, box=None, l2: float = 0.0,
+                 gtol: float = 1e-9, max_iter: int = 2000):
+        if features is None:
+            if mdp.features is None:
+                raise ValueError("the linear class needs features: pass features=... (S, A, d) or build the "
+                                 "instance with features")
+            matrix = mdp.feature_matrix()
+        else:
+            matrix = as_feature_matrix(features, mdp.n_states, mdp.n_actions)
+        if box is None:
+            box = mdp.info.get("feature_box")
+            if box is None:
+                raise ValueError("the linear class needs box=(lo, hi): this instance records no feature_box")
+        super().__init__(mdp, beta, matrix, box, l2=l2, gtol=gtol, max_iter=max_iter)
 
 
 class LogitsClass:
@@ -228,3 +380,30 @@ class LogitsClass:
             v_hat = self._v / (1 - b2**self._t)
             params -= self.lr * m_hat / (np.sqrt(v_hat) + self.adam_eps)
         return params
+
+
+POLICY_CLASSES: dict[str, type] = {
+    ImplicitRewardClass.name: ImplicitRewardClass,
+    LinearRewardClass.name: LinearRewardClass,
+    LogitsClass.name: LogitsClass,
+}
+"""The registry: a policy class name → the class, built as ``cls(mdp, beta, **options)``."""
+
+
+def make_policy_class(mdp: TokenMDP, beta: float, policy="implicit", **options) -> PolicyClass:
+    """The policy class ``policy`` names in :data:`POLICY_CLASSES`, built for ``mdp`` and
+    ``beta`` with ``options``; or ``policy`` itself when it is an object implementing
+    :class:`PolicyClass` (then ``options`` must be empty)."""
+    if isinstance(policy, str):
+        try:
+            cls = POLICY_CLASSES[policy]
+        except KeyError:
+            raise ValueError(f"unknown policy class {policy!r}: expected one of {sorted(POLICY_CLASSES)} "
+                             f"or a PolicyClass object") from None
+        return cls(mdp, beta, **options)
+    if not isinstance(policy, PolicyClass):
+        raise ValueError(f"policy must be a class name {sorted(POLICY_CLASSES)} or an object implementing "
+                         f"xpo_sim.policies.PolicyClass, got {policy!r}")
+    if options:
+        raise ValueError(f"policy options {sorted(options)} go with a class name, not a policy object")
+    return policy
