@@ -19,6 +19,11 @@ Every figure is printed with the device's name (CPU model and torch thread count
 ``torch.cuda.get_device_name()``). Timings on a small shared machine are noisy; the header
 prints the load average.
 
+``--quick`` runs the same code paths on tiny sizes, in seconds: a TinyTransformerPolicy of
+width 32, depth 1, 2 heads, 16 and 64 sampled responses, token_tree(vocab 4, horizon 4) (85
+prefixes, 256 responses) in place of token_tree(8, 4), 2 training rounds, one repeat.
+Without torch the script prints that it was skipped and exits with status 0.
+
     python benchmarks/bench_torch.py [--quick] [--threads N] [--device cpu|cuda|all]
 """
 
@@ -67,10 +72,18 @@ def best_time(torch, device, fn, repeats: int) -> float:
     return best
 
 
-def instances(envs):
+QUICK_POLICY = dict(width=32, depth=1, heads=2)  # --quick: a smaller TinyTransformerPolicy
+
+
+def policy_options(args) -> dict:
+    return QUICK_POLICY if args.quick else {}
+
+
+def instances(envs, quick: bool = False):
+    vocab, horizon = (4, 4) if quick else (8, 4)
     return [
         ("token_needle(4, 3, ε=0.01)", envs.token_needle(4, 3, 0.01, seed=0)),
-        ("token_tree(8, 4)", envs.token_tree(8, 4, seed=0)),
+        (f"token_tree({vocab}, {horizon})", envs.token_tree(vocab, horizon, seed=0)),
     ]
 
 
@@ -79,12 +92,12 @@ def bench_device(torch, device, args, rows: list) -> None:
     from xpo_sim.torch import TinyTransformerPolicy, train, with_reference
 
     label = device_label(torch, device)
-    sample_sizes = [64, 1024] if args.quick else [64, 1024, 16384]
-    rounds = 10 if args.quick else 50
-    repeats = 2 if args.quick else 5
+    sample_sizes = [16, 64] if args.quick else [64, 1024, 16384]
+    rounds = 2 if args.quick else 50
+    repeats = 1 if args.quick else 5
     train_repeats = 1 if args.quick else 2
-    for name, mdp in instances(envs):
-        policy = TinyTransformerPolicy(mdp, seed=0, device=device)
+    for name, mdp in instances(envs, args.quick):
+        policy = TinyTransformerPolicy(mdp, seed=0, device=device, **policy_options(args))
         reference = policy.frozen_copy()
         instance = with_reference(mdp, reference)
         generator = torch.Generator(device=device).manual_seed(0)
@@ -110,7 +123,8 @@ def bench_device(torch, device, args, rows: list) -> None:
             ("online DPO", OnlineDPO(batch=8), dict(eval_every=rounds, track_concentrability=False)),
             ("XPO, exact eval + tracker every round", XPO(alpha=0.01, schedule="inv_sqrt", batch=8), dict(eval_every=1)),
         ]
-        train(instance, OnlineDPO(batch=8), 0.1, 2, copy.deepcopy(policy), reference=reference)  # warm-up
+        train(instance, OnlineDPO(batch=8), 0.1, 1 if args.quick else 2, copy.deepcopy(policy),
+              reference=reference)  # warm-up
         for run_name, algorithm, options in runs:
             seconds = float("inf")
             for _ in range(train_repeats):
@@ -127,7 +141,10 @@ def bench_device(torch, device, args, rows: list) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller batches, 10 rounds, fewer repeats (seconds)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test of the same code paths on tiny sizes (seconds): a policy of "
+                             "width 32, depth 1, 2 heads, 16 and 64 sampled responses, token_tree(4, 4) "
+                             "instead of token_tree(8, 4), 2 training rounds, one repeat")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1, as the experiment uses; 0 = torch's default)")
     parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all",
@@ -135,13 +152,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error("--threads must be >= 0")
+    import xpo_sim
+
     try:
         import torch
-
-        import xpo_sim
-        import xpo_sim.torch  # noqa: F401
     except ImportError as error:
-        parser.error(str(error))
+        print(f"bench_torch: skipped: torch is not importable ({error}); pip install torch, CPU build")
+        return 0
+    import xpo_sim.torch  # torch is there: an ImportError here is a real failure
+
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = []
@@ -158,9 +177,12 @@ def main(argv=None) -> int:
     rows: list[tuple] = []
     for device in devices:
         bench_device(torch, device, args, rows)
-    policy_size = xpo_sim.torch.TinyTransformerPolicy(xpo_sim.envs.token_needle(4, 3, 0.01)).n_params
-    print(f"xpo_sim {xpo_sim.__version__}, torch {torch.__version__}; TinyTransformerPolicy default size "
-          f"({policy_size:,} parameters); {os.cpu_count()} CPUs; 1-min load average {load:.2f} at start, "
+    options = policy_options(args)
+    policy_size = xpo_sim.torch.TinyTransformerPolicy(xpo_sim.envs.token_needle(4, 3, 0.01), **options).n_params
+    size = ", ".join(f"{k} {v}" for k, v in options.items()) if options else "default size"
+    print(f"xpo_sim {xpo_sim.__version__}, torch {torch.__version__}; TinyTransformerPolicy {size} "
+          f"({policy_size:,} parameters on token_needle(4, 3)); {os.cpu_count()} CPUs; "
+          f"1-min load average {load:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end; CUDA available: {torch.cuda.is_available()}"
           f"{'' if torch.cuda.is_available() else ' (no GPU figures)'}\n")
     print("| device | instance | measure | throughput | detail |")

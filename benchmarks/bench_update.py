@@ -22,24 +22,26 @@ What is measured
    ordered distinct pairs), and on the 256-response ``token_tree(vocab=4, horizon=4)``.
    ``ImplicitRewardClass`` is replaced, for these runs only, by a subclass defined here
    that stamps ``time.perf_counter()`` on entry to each ``update`` and counts objective
-   evaluations (the name ``xpo_sim.algorithms.ImplicitRewardClass`` is patched and
-   restored). A *round* is the interval between two consecutive ``update`` entries
-   (the update, the exact evaluation of the new iterate, the next round's sampling,
-   labelling and bookkeeping). Reported: ``run()`` seconds, mean ms per round over all
-   rounds (``run()`` time / rounds, setup included) and over the last decile, the same
-   for ``update`` alone, objective evaluations per update, and the data's size at the
-   end: total pairs, distinct ordered pairs, distinct trajectories (PreferenceData
-   counts). A per-decile table of the longest run shows whether the per-round cost stays
-   flat once the distinct pairs saturate (the update costs O(distinct pairs + S·A), not
-   O(rounds)). **Target**: last-decile ms/round at the longest run within 1.5× of the
-   last decile at 10^3 rounds on the small instance.
+   evaluations (the registry entry ``xpo_sim.policies.POLICY_CLASSES["implicit"]``, from
+   which ``run`` builds ``policy="implicit"``, is patched and restored). A *round* is the
+   interval between two consecutive ``update`` entries (the update, the exact evaluation of
+   the new iterate, the next round's sampling, labelling and bookkeeping). Reported:
+   ``run()`` seconds, mean ms per round over all rounds (``run()`` time / rounds, setup
+   included) and over the last decile, the same for ``update`` alone, objective evaluations
+   per update, and the data's size at the end: total pairs, distinct ordered pairs,
+   distinct trajectories (PreferenceData counts). A per-decile table of the longest run
+   shows whether the per-round cost stays flat once the distinct pairs saturate (the update
+   costs O(distinct pairs + S·A), not O(rounds)). **Target**: last-decile ms/round at the
+   longest run within 1.5× of the last decile at 10^3 rounds on the small instance (not
+   judged by ``--quick``, which runs 10^2 rounds on each instance).
 
 2. **Exact update vs torch baseline**, on the data state after 1000 rounds of XPO on the
-   256-response tree (``--quick``: 200 rounds) and after 100 rounds on the 16-response
+   256-response tree (``--quick``: 100 rounds) and after 100 rounds on the 16-response
    tree (by 1000 rounds that small instance's warm start already meets every tolerance,
    which would time a single evaluation). Both start from the same warm start (the iterate
    the run's last update was warm-started at) and minimize the same L over the same box on
-   the same aggregated data.
+   the same aggregated data. (Runs are deterministic given the seed: where part 1 made a
+   run of that length on that tree, its data state is used instead of a second run.)
    The baseline computes log π_θ(τ) of every distinct trajectory in torch, float64, in one
    of two ways, and the faster one is used for Adam:
 
@@ -70,7 +72,7 @@ What is measured
    its full ``update`` call (plain class, no probe) is reported too. Adam runs with each
    learning rate of a grid (full: 0.3, 0.1, 0.03, 0.01, 0.003; quick: 0.1, 0.03, 0.01), up
    to ``--adam-steps`` steps or ``--adam-seconds`` per rate; every (criterion, rate) met
-   within 1000 steps (quick: 300) is rerun up to that step ``--repeats`` times and the best
+   within 1000 steps (quick: 50) is rerun up to that step ``--repeats`` times and the best
    time kept; each criterion reports the best rate. Setup (tensors built from the
    aggregated arrays) is excluded on both sides.
    **Target**: exact update ≥ 20× faster to the primary tolerance (ratio = Adam time to
@@ -82,8 +84,8 @@ What is measured
    L_Adam − f* at Adam's best point.
 
 3. **1,000 rounds of exact XPO** on the 256-response tree: total ``run()`` seconds (plain
-   class, best of 3; quick: 1), and from an instrumented run the seconds spent in
-   ``update``. **Target**: under 10 s.
+   class, best of 3), and from an instrumented run the seconds spent in ``update``.
+   **Target**: under 10 s. ``--quick`` times 50 rounds once and does not judge the target.
 
 Timing: numba is warmed (compiled or loaded from its cache) on a tiny tree first, torch
 by the correctness checks and an untimed first call. The machine may be shared and
@@ -101,7 +103,7 @@ side's timings (the torch baseline keeps torch's own threads). The header prints
 Usage::
 
     python benchmarks/bench_update.py                 # full run (a few minutes)
-    python benchmarks/bench_update.py --quick         # smoke test, < 30 s
+    python benchmarks/bench_update.py --quick         # smoke test, same code paths (~12 s of CPU)
     python benchmarks/bench_update.py --max-rounds 1000 --seed 3
 
 Part 2 needs torch (``pip install torch``, CPU build); without it, part 2 prints that it
@@ -121,14 +123,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import xpo_sim
-from xpo_sim import algorithms as _algorithms
 from xpo_sim import losses
-from xpo_sim.policies import ImplicitRewardClass
+from xpo_sim.policies import POLICY_CLASSES, ImplicitRewardClass
 
-try:
-    import torch
-except ImportError:  # part 2 is skipped
-    torch = None
+torch = None     # imported by main() after the arguments are parsed (--help stays quick)
+TORCH_ERROR = ""  # why torch is not importable: part 2 is then skipped
 
 BETA = 0.1
 ALPHA = 0.01
@@ -136,9 +135,11 @@ SMALL = dict(vocab=4, horizon=2)   # 16 responses
 LARGE = dict(vocab=4, horizon=4)   # 256 responses
 ROUND_GRID = (100, 1_000, 10_000)
 STATE_ROUNDS = 1_000        # part 2, 256-response tree
-QUICK_STATE_ROUNDS = 200
+QUICK_STATE_ROUNDS = 100
 SMALL_STATE_ROUNDS = 100    # part 2, 16-response tree (by 1,000 rounds its warm start is already optimal)
 PART3_ROUNDS = 1_000
+QUICK_PART3_ROUNDS = 50     # --quick: part 3's run length (the target is not judged)
+QUICK_MAX_ROUNDS = 100      # --quick: part 1's grid and the cap on part 2's data states
 PART3_TARGET_S = 10.0
 FLAT_TARGET = 1.5
 SPEEDUP_TARGET = 20.0
@@ -161,6 +162,17 @@ def label(spec):
     return f"token_tree({spec['vocab']},{spec['horizon']}) [{spec['vocab'] ** spec['horizon']} responses]"
 
 
+def import_torch():
+    """Import torch into this module's ``torch``, or record why it is not importable."""
+    global torch, TORCH_ERROR
+    try:
+        import torch as module
+    except ImportError as error:
+        TORCH_ERROR = str(error)
+    else:
+        torch = module
+
+
 # --------------------------------------------------------------------- instrumentation
 class TimedImplicit(ImplicitRewardClass):
     """ImplicitRewardClass that stamps each ``update`` and counts objective evaluations."""
@@ -174,14 +186,14 @@ class TimedImplicit(ImplicitRewardClass):
         self.last = None
         TimedImplicit.created.append(self)
 
-    def objective(self, params, data, alpha):
+    def objective(self, params, data, alpha, loss="dpo"):
         self._nfev += 1
-        return super().objective(params, data, alpha)
+        return super().objective(params, data, alpha, loss)
 
-    def update(self, params, data, alpha):
+    def update(self, params, data, alpha, loss="dpo"):
         self._nfev = 0
         t0 = time.perf_counter()
-        out = super().update(params, data, alpha)
+        out = super().update(params, data, alpha, loss)
         self.durations.append(time.perf_counter() - t0)
         self.starts.append(t0)
         self.nfev.append(self._nfev)
@@ -194,13 +206,13 @@ class TimedImplicit(ImplicitRewardClass):
 def instrumented():
     """Make ``xpo_sim.run`` build a TimedImplicit for policy="implicit"; yields the list
     of instances created."""
-    original = _algorithms.ImplicitRewardClass
+    original = POLICY_CLASSES[ImplicitRewardClass.name]
     TimedImplicit.created = []
-    _algorithms.ImplicitRewardClass = TimedImplicit
+    POLICY_CLASSES[ImplicitRewardClass.name] = TimedImplicit
     try:
         yield TimedImplicit.created
     finally:
-        _algorithms.ImplicitRewardClass = original
+        POLICY_CLASSES[ImplicitRewardClass.name] = original
 
 
 def run_xpo(mdp, rounds, seed):
@@ -317,17 +329,17 @@ class ProbeImplicit(ImplicitRewardClass):
         self.t0 = time.perf_counter()
         self.evals = 0
 
-    def objective(self, params, data, alpha):
-        loss, grad = super().objective(params, data, alpha)
+    def objective(self, params, data, alpha, loss="dpo"):
+        value, grad = super().objective(params, data, alpha, loss)
         self.evals += 1
         now = time.perf_counter() - self.t0
         lo, hi = self.box
         pg = float(np.max(np.abs(np.clip(params - grad, lo, hi) - params))) if grad.size else 0.0
         dist = float(np.max(np.abs(params - self.x_star))) if grad.size else 0.0
-        for name, met in criteria_met(loss, pg, dist, self.f_star, self.rel_gap, self.gtol).items():
+        for name, met in criteria_met(value, pg, dist, self.f_star, self.rel_gap, self.gtol).items():
             if met and name not in self.hits:
                 self.hits[name] = (now, self.evals)
-        return loss, grad
+        return value, grad
 
 
 def criteria_met(loss, pg, dist, f_star, rel_gap, gtol):
@@ -470,9 +482,13 @@ def adam(objective, p0, box, lr, f_star, x_star, gtol, max_steps, max_seconds, s
     return dict(hits=hits, best_f=best_f, min_pg=min_pg, steps=steps, seconds=time.perf_counter() - t0)
 
 
-def part2_state(spec, rounds, seed, args, lrs):
+def part2_state(spec, rounds, seed, args, lrs, pc=None):
+    """``pc``: the instrumented class of a part-1 run of ``rounds`` rounds on the same
+    instance and seed, whose data state is the same (runs are deterministic given the seed);
+    without it, the run is made here."""
     mdp = instance(spec, seed)
-    _, pc, _ = run_instrumented(mdp, rounds, seed)
+    if pc is None:
+        _, pc, _ = run_instrumented(mdp, rounds, seed)
     p0, data, alpha = pc.last
     plain = ImplicitRewardClass(mdp, BETA, box=pc.box, support=pc.support, gtol=pc.gtol,
                                 max_iter=pc.max_iter)
@@ -542,7 +558,7 @@ def part2_state(spec, rounds, seed, args, lrs):
         log(f"  part 2: {info['name']}: Adam lr={lr}: {runs[lr]['steps']} steps, "
             f"{runs[lr]['seconds']:.2f} s, reached {sorted(runs[lr]['hits'])}")
     # best of repeats: rerun each (criterion, lr) that got there in few steps, up to that step
-    rerun_cap = 300 if args.quick else 1_000
+    rerun_cap = 50 if args.quick else 1_000
     adam_best = {}
     for name in CRITERIA:
         for lr, r in runs.items():
@@ -632,26 +648,30 @@ def print_part2(states, lrs, args):
 
 
 # --------------------------------------------------------------------------- part 3
-def part3(seed, repeats):
+def part3(seed, repeats, rounds=PART3_ROUNDS):
     mdp = instance(LARGE, seed)
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_xpo(mdp, PART3_ROUNDS, seed)
+        run_xpo(mdp, rounds, seed)
         best = min(best, time.perf_counter() - t0)
-    seconds, pc, frame = run_instrumented(mdp, PART3_ROUNDS, seed)
-    return dict(best=best, repeats=repeats, instrumented=seconds, update=float(np.sum(pc.durations)),
-                nfev=int(np.sum(pc.nfev)), distinct_pairs=pc.distinct_pairs[-1],
+    seconds, pc, frame = run_instrumented(mdp, rounds, seed)
+    return dict(rounds=rounds, best=best, repeats=repeats, instrumented=seconds,
+                update=float(np.sum(pc.durations)), nfev=int(np.sum(pc.nfev)), distinct_pairs=pc.distinct_pairs[-1],
                 paths=pc.last[1].n_distinct, regret=float(frame["regret"].iloc[-1]))
 
 
 def print_part3(r):
-    print(f"\n## 3. {PART3_ROUNDS:,} rounds of exact XPO on {label(LARGE)}\n")
+    print(f"\n## 3. {r['rounds']:,} rounds of exact XPO on {label(LARGE)}\n")
     print(f"| rounds | run() s (best of {r['repeats']}) | instrumented run s | of which update() s | objective evals "
           "| distinct pairs | distinct trajectories | regret at the end |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {PART3_ROUNDS:,} | {r['best']:.2f} | {r['instrumented']:.2f} | {r['update']:.2f} "
+    print(f"| {r['rounds']:,} | {r['best']:.2f} | {r['instrumented']:.2f} | {r['update']:.2f} "
           f"| {r['nfev']:,} | {r['distinct_pairs']:,} | {r['paths']:,} | {r['regret']:.4f} |")
+    if r["rounds"] != PART3_ROUNDS:
+        print(f"\ntarget {PART3_ROUNDS:,} rounds in < {PART3_TARGET_S:.0f} s: not judged "
+              f"({r['rounds']:,} rounds run, --quick)")
+        return
     print(f"\ntarget {PART3_ROUNDS:,} rounds in < {PART3_TARGET_S:.0f} s: "
           f"{'MET' if r['best'] < PART3_TARGET_S else 'NOT MET'} ({r['best']:.2f} s)")
 
@@ -672,25 +692,28 @@ def main(argv=None):
                "to the exact update it times outside run() (see the module docstring). Part 2 needs torch; without it part 2 is skipped.",
     )
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test (< 30 s): rounds 1e2 and 1e3 (16 responses), 1e2 (256 "
-                             f"responses); part 2 on the 256-response state after {QUICK_STATE_ROUNDS} "
-                             "rounds, with "
-                             "fewer learning rates and steps; part 3 timed once")
+                        help="smoke test of the same code paths on tiny sizes (~12 s of CPU): part 1 "
+                             f"runs {QUICK_MAX_ROUNDS} rounds on each tree; part 2 uses the states "
+                             f"after {QUICK_STATE_ROUNDS} rounds, 3 learning rates and fewer Adam "
+                             f"steps; part 3 times {QUICK_PART3_ROUNDS} rounds once; the targets "
+                             "that need the full sizes are printed as not judged")
     parser.add_argument("--max-rounds", type=int, default=None,
-                        help="largest run length in part 1 (default 10000; quick: 1000) and cap on "
-                             f"the rounds of part 2's data states (default {STATE_ROUNDS})")
+                        help="largest run length in part 1 (default 10000; quick: "
+                             f"{QUICK_MAX_ROUNDS}) and cap on the rounds of part 2's data states "
+                             f"(default {STATE_ROUNDS} and {SMALL_STATE_ROUNDS}); at least 10")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the instances and of the runs (default 0)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="scale of the best-of repeats (default 2; quick: 1)")
+                        help="scale of the best-of repeats (default 2; quick: 1); at least 1")
     parser.add_argument("--adam-steps", type=int, default=None,
-                        help="Adam step cap per learning rate (default 5000; quick: 300)")
+                        help="Adam step cap per learning rate in part 2 (default 5000; quick: 80)")
     parser.add_argument("--adam-seconds", type=float, default=None,
-                        help="Adam time cap per learning rate in seconds (default 5; quick: 0.5)")
+                        help="Adam time cap per learning rate in part 2, in seconds (default 5; "
+                             "quick: 2, so that on a loaded machine the step cap still binds)")
     args = parser.parse_args(argv)
     quick = args.quick
     if args.max_rounds is None:
-        args.max_rounds = 1_000 if quick else 10_000
+        args.max_rounds = QUICK_MAX_ROUNDS if quick else 10_000
     if args.max_rounds < 10:
         parser.error("--max-rounds must be >= 10")
     if args.repeats is None:
@@ -698,10 +721,15 @@ def main(argv=None):
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.adam_steps is None:
-        args.adam_steps = 300 if quick else 5_000
+        args.adam_steps = 80 if quick else 5_000
     if args.adam_seconds is None:
-        args.adam_seconds = 0.5 if quick else 5.0
+        args.adam_seconds = 2.0 if quick else 5.0
+    if args.adam_steps < 1:
+        parser.error("--adam-steps must be >= 1")
+    if not args.adam_seconds > 0:
+        parser.error("--adam-seconds must be > 0")
 
+    import_torch()
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]
     warm_up(args.seed)
@@ -715,9 +743,10 @@ def main(argv=None):
     if torch is not None:
         torch.manual_seed(args.seed)
         large_rounds = min(QUICK_STATE_ROUNDS if quick else STATE_ROUNDS, args.max_rounds)
+        done = {(name, r["rounds"]): r["pc"] for name, rows in res1.items() for r in rows}
         for spec, rounds in ((LARGE, large_rounds), (SMALL, min(SMALL_STATE_ROUNDS, args.max_rounds))):
-            states.append(part2_state(spec, rounds, args.seed, args, lrs))
-    res3 = part3(args.seed, 1 if quick else 3)
+            states.append(part2_state(spec, rounds, args.seed, args, lrs, pc=done.get((label(spec), rounds))))
+    res3 = part3(args.seed, 1 if quick else 3, QUICK_PART3_ROUNDS if quick else PART3_ROUNDS)
     log(f"  part 3 done, elapsed {time.perf_counter() - t_start:.1f} s")
 
     blas = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
@@ -733,7 +762,7 @@ def main(argv=None):
     print_part1(res1)
     if torch is None:
         print("\n## 2. Exact update vs torch autograd + Adam\n\n"
-              "skipped: torch is not installed (pip install torch, CPU build)")
+              f"skipped: torch is not importable ({TORCH_ERROR}); pip install torch, CPU build")
     else:
         print_part2(states, lrs, args)
     print_part3(res3)

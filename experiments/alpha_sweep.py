@@ -48,7 +48,7 @@ def variants(quick: bool, alpha_theory: float) -> list[tuple[str, str, dict, dic
 
 def build_configs(quick: bool, seeds: int) -> tuple[list[RunConfig], list]:
     rounds = 8 if quick else 100
-    c_cov = coverability(envs.bandit_needle(N_RESPONSES, EPS), BETA, (0.0, 1.0))
+    c_cov = coverability(envs.bandit_needle(N_RESPONSES, EPS), BETA, box=(0.0, 1.0))
     kinds = variants(quick, theory_alpha(BETA, c_cov, N_RESPONSES, rounds * BATCH))
     configs = [
         RunConfig(instance="bandit_needle", instance_args=dict(n_responses=N_RESPONSES, eps=EPS, seed=replicate),

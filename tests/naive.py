@@ -360,6 +360,38 @@ class StochasticMDP:
         return out
 
 
+# ---------------------------------------------------------------- coverability
+def coverability_terminal_closed_form(mdp, beta, box):
+    """C_cov of the implicit-reward class with one reward parameter in [lo, hi] per
+    response (bandits and token trees with terminal parameters), maximized over prompts.
+
+    C_cov = max_x Σ_τ sup_π π(τ|x) (the infimum over μ is attained at μ ∝ sup_π π), and
+    since π_θ(τ|x) ∝ π_ref(τ|x) e^{θ_τ/β}, the supremum for τ puts θ_τ = hi and every other
+    response of x at lo:
+    sup π(τ|x) = π_ref(τ) e^{hi/β} / (π_ref(τ) e^{hi/β} + (1 − π_ref(τ)) e^{lo/β}),
+    with 1 − π_ref(τ) summed over the other responses of x. Raises ValueError when two
+    responses end with the same (state, token) — a DAG, whose terminal parameters are
+    shared.
+    """
+    lo, hi = (float(b) for b in box)
+    _, _, ref_logp, _ = _lists(mdp)
+    taus = trajectories(mdp)
+    if len({tau[-1] for tau in taus}) != len(taus):
+        raise ValueError("the closed form needs one parameter per response: a tree or bandit, not a DAG")
+    by_prompt = {}
+    for tau in taus:
+        by_prompt.setdefault(tau[0][0], []).append(path_sum(ref_logp, tau))
+    gap = (hi - lo) / beta
+    totals = []
+    for logs in by_prompt.values():
+        total = 0.0
+        for i, log_ref in enumerate(logs):
+            log_other = logsumexp(logs[:i] + logs[i + 1:])
+            total += math.exp(log_ref + gap - logsumexp([log_ref + gap, log_other]))
+        totals.append(total)
+    return max(totals)
+
+
 # ----------------------------------------------------------------- comparisons
 def assert_close(actual, expected, scale=0.0, rtol=1e-9, err_msg=""):
     """Assert |actual − expected| ≤ rtol·(1 + |scale|) elementwise, after checking that both

@@ -96,8 +96,10 @@ def test_coverability_matches_the_class_vertices():
             k = last.index((s, a))
             s0 = int(batch.start_states[k])
             per_prompt[s0] = per_prompt.get(s0, 0.0) + probs[k]
-        assert_close(coverability(mdp, beta, box), max(per_prompt.values()), rtol=1e-10, scale=1.0)
+        assert_close(coverability(mdp, beta, box=box, support="terminal"), max(per_prompt.values()),
+                     rtol=1e-10, scale=1.0)
     # the theory's α shrinks like 1/√T
     assert theory_alpha(0.1, 8.0, 8, 400) > theory_alpha(0.1, 8.0, 8, 1600)
-    with pytest.raises(ValueError, match="DAG"):
+    # DAGs are covered too now (tests/test_coverability.py); the old positional box is refused clearly
+    with pytest.raises(ValueError, match="keyword"):
         coverability(xpo_sim.envs.random_dag(12, 3, seed=0, p_disallowed=0.0), 0.1, (0, 1))

@@ -81,6 +81,25 @@ def test_serial_process_pool_and_dask_give_identical_tables(tmp_path):
     pd.testing.assert_frame_equal(canonical(serial), canonical(dask))
 
 
+def test_structured_instances_and_the_linear_class_give_identical_tables_on_every_executor(tmp_path):
+    configs = [RunConfig(instance=instance, instance_args=dict(seed=r, **args), algorithm=a, beta=0.1, rounds=6,
+                         replicate=r, policy=policy, run_args=run_args, label=a)
+               for r in range(2) for a in ("XPO", "HybridDPO")
+               for instance, args in (("combination_lock", dict(horizon=3, vocab=3, p_correct=0.2)),
+                                      ("feature_bandit", dict(n_responses=50, d=3, eps=0.01)))
+               for policy, run_args in (("linear", {}), ("implicit", dict(support="all")))]
+    serial = run_sweep(configs, tmp_path / "serial", SerialExecutor())
+    assert set(serial.policy) == {"linear", "implicit"} and len(serial) == len(configs) * 7
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        pooled = run_sweep(configs, tmp_path / "pool", pool)
+    pd.testing.assert_frame_equal(canonical(serial), canonical(pooled))
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        dask = run_sweep(configs, tmp_path / "dask", client.get_executor())
+    pd.testing.assert_frame_equal(canonical(serial), canonical(dask))
+
+
 SWEEP_SCRIPT = """
 import os, signal, sys
 import xpo_sim.sweep as sweep
@@ -126,7 +145,7 @@ def run_script(*args, timeout=600):
 @pytest.mark.parametrize(
     "script",
     ["experiments/coverage_sweep.py", "experiments/regret_curves.py", "experiments/alpha_sweep.py",
-     "experiments/method_table.py"],
+     "experiments/method_table.py", "experiments/structure_sweep.py"],
 )
 def test_experiment_script_quick_run(script, tmp_path):
     out, figures = tmp_path / "out", tmp_path / "figures"

@@ -28,6 +28,7 @@ policy after t rounds of data (round 0 is π_ref). Every number in it is exact.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable
 
@@ -41,6 +42,7 @@ from xpo_sim.metrics import ConcentrabilityTracker, optimal_mass, seen_mass
 from xpo_sim.policies import loss_kind, make_policy_class
 from xpo_sim.preferences import BradleyTerry
 from xpo_sim.soft import evaluate, solve_soft
+from xpo_sim.solvers import ConvergenceWarning
 from xpo_sim.trajectories import as_generator, sample_trajectories, trajectory_reward
 
 __all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "run", "COLUMNS", "RunRecorder",
@@ -51,7 +53,7 @@ SCHEDULES = ("constant", "inv_sqrt")
 
 COLUMNS = [
     "algorithm", "round", "pairs", "alpha", "regret", "best_regret", "reward_regret", "kl_ref",
-    "opt_mass", "seen_star_mass", "distinct_seen", "log_concentrability", "iterate_regret",
+    "opt_mass", "seen_star_mass", "distinct_seen", "log_concentrability", "iterate_regret", "converged",
 ]
 
 
@@ -310,11 +312,13 @@ class RunRecorder:
         self.tracker = ConcentrabilityTracker(mdp, self.solution.logp, max_enumerate)
         self.best_regret = math.inf
         self.rows: list[dict] = []
+        self._pending_converged = True  # updates of unrecorded rounds since the last row
 
     def record(self, t: int, logp: np.ndarray, data: PreferenceData, alpha_t: float,
-               iterate_logp: np.ndarray | None = None) -> None:
+               iterate_logp: np.ndarray | None = None, converged: bool = True) -> None:
         """Score ``logp`` (the reported policy); ``iterate_logp``, when the algorithm
-        reports something other than its iterate (ExPO), gives ``iterate_regret``."""
+        reports something other than its iterate (ExPO), gives ``iterate_regret``;
+        ``converged``: whether every update since the previous row met its tolerance."""
         ev = evaluate(self.mdp, logp, self.beta)
         regret = self.solution.value - ev.value
         self.best_regret = min(self.best_regret, regret)
@@ -328,8 +332,11 @@ class RunRecorder:
                 kl_ref=ev.kl, opt_mass=optimal_mass(self.mdp, logp),
                 seen_star_mass=seen_mass(self.mdp, self.solution.logp, data.batch()),
                 distinct_seen=data.n_distinct, log_concentrability=self.tracker.value(),
-                iterate_regret=iterate_regret,
+                iterate_regret=iterate_regret, converged=bool(converged and self._pending_converged),
             ))
+            self._pending_converged = True
+        else:
+            self._pending_converged = self._pending_converged and bool(converged)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
@@ -393,7 +400,11 @@ def run(
     iterate so far, every round counted), ``reward_regret`` = E_π* r − E_πᵗ r, ``kl_ref`` =
     KL(πᵗ ‖ π_ref), ``opt_mass`` (πᵗ's mass on reward-maximizing responses),
     ``seen_star_mass`` (π*-mass on responses in the data), ``distinct_seen``,
-    ``log_concentrability`` (log max_τ π*(τ)/μ̄ₜ(τ); +inf while μ̄ₜ misses a π* response).
+    ``log_concentrability`` (log max_τ π*(τ)/μ̄ₜ(τ); +inf while μ̄ₜ misses a π* response),
+    ``converged`` (every exact update since the previous row met its tolerance; True for
+    round 0 and for classes that take a fixed number of optimizer steps). An update that
+    stops short also raises a :class:`xpo_sim.solvers.ConvergenceWarning` (the first at
+    once, a count at the end).
     """
     beta, rounds = check_run_arguments(mdp, algorithm, beta, rounds)
     rng = as_generator(seed)
@@ -409,6 +420,8 @@ def run(
     tracker = recorder.tracker
     ctx = RoundContext(mdp, beta, rng, oracle, policy_class, keep_iterates=algorithm.explore_sampler == "history")
     history_log_sum = None  # running log Σ_i πⁱ(τ) over the enumeration, for "history"
+    solve_results = getattr(policy_class, "solve_results", None)  # exact classes report each solve
+    stopped_short: list[int] = []
 
     recorder.record(0, algorithm.reported_logp(ctx), ctx.data, 0.0, iterate_logp=ctx.logp)
     steps = range(1, rounds + 1)
@@ -440,7 +453,27 @@ def run(
 
             ctx.bonus = algorithm.bonus_weight(t, beta)
             ctx.previous_logp = ctx.logp
+            if solve_results is not None:
+                solve_results.clear()
             algorithm.update(ctx)
-            recorder.record(t, algorithm.reported_logp(ctx), ctx.data, ctx.bonus, iterate_logp=ctx.logp)
+            converged = True
+            if solve_results:
+                short = [r for r in solve_results if not r.converged]
+                if short:
+                    converged = False
+                    stopped_short.append(t)
+                    if len(stopped_short) == 1:
+                        r = short[0]
+                        warnings.warn(
+                            f"{algorithm.name}, round {t}: the {policy_class.name} class's update stopped short of "
+                            f"its tolerance ({r.message}; projected gradient {r.projected_gradient:.2e}, "
+                            f"predicted decrease {r.predicted_decrease:.2e}); the 'converged' column marks "
+                            f"such rounds", ConvergenceWarning, stacklevel=2)
+            recorder.record(t, algorithm.reported_logp(ctx), ctx.data, ctx.bonus, iterate_logp=ctx.logp,
+                            converged=converged)
+    if len(stopped_short) > 1:
+        warnings.warn(f"{algorithm.name}: {len(stopped_short)} of {rounds} rounds' updates stopped short of their "
+                      f"tolerance (rounds {stopped_short[:10]}{' …' if len(stopped_short) > 10 else ''})",
+                      ConvergenceWarning, stacklevel=2)
 
     return recorder.frame()

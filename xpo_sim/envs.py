@@ -355,7 +355,7 @@ def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0) -> Toke
     return TokenMDP(next_state, reward, ref_logp, start, info, features=features)
 
 
-def feature_bandit(n_responses: int, d: int, eps: float, seed=0) -> TokenMDP:
+def feature_bandit(n_responses: int, d: int, eps: float, *, bad_reward=(0.0, 0.3), seed=0) -> TokenMDP:
     r"""A one-prompt bandit with clustered linear features: the optimum is π_ref-rare and
     points in a direction no likely response reveals, but the feature class's
     coverability stays at most d however large ``n_responses`` is.
@@ -365,9 +365,12 @@ def feature_bandit(n_responses: int, d: int, eps: float, seed=0) -> TokenMDP:
     π_ref(y*) = ε. Every other response y belongs to one of d − 1 clusters k = 1, …, d−1
     (balanced: sizes differ by at most one, assignment random; ``info["clusters"]``, 0 for
     y*) and has φ(y) = e_k; π_ref spreads 1 − ε evenly over them. The reward is linear,
-    r(y) = θ*·φ(y), with θ*₀ = 1 and θ*_k (k ≥ 1) the values of linspace(0, 0.6, d − 1) in
-    a random order, so r(y*) = 1 > 0.6 ≥ r(y) for every y ≠ y*, and θ* ∈ [0, 1]^d
-    (``info["feature_box"]``). Features are a scipy.sparse CSR matrix (n_responses, d) with
+    r(y) = θ*·φ(y), with θ*₀ = 1 and θ*_k (k ≥ 1) the values of linspace(low, high, d − 1)
+    in a random order, (low, high) = ``bad_reward`` (default (0, 0.3)), so r(y*) = 1 >
+    high ≥ r(y) for every y ≠ y*, and θ* ∈ [0, 1]^d (``info["feature_box"]``). The bad
+    rewards stay well below 1 by default so that π* concentrates on y* at β = 0.1 for
+    ε ≥ 1e-3 (π*(y*) ∝ ε e^{1/β} against Σ_k π_ref(k) e^{θ*_k/β}): the needle then carries
+    most of π_ref's regret and finding it is the exploration problem. Features are a scipy.sparse CSR matrix (n_responses, d) with
     one 1 per row.
 
     Why this separates exploration from passive sampling: the π_ref-likely responses all
@@ -387,6 +390,8 @@ def feature_bandit(n_responses: int, d: int, eps: float, seed=0) -> TokenMDP:
         Feature dimension (one optimal direction and d − 1 clusters).
     eps : float in (0, 1)
         π_ref(y*).
+    bad_reward : (low, high)
+        Range of the clusters' rewards θ*_k, 0 <= low <= high < 1.
     seed : int or numpy.random.Generator
         Draws y*, the cluster assignment and the order of θ*₁, …, θ*_{d−1}.
     """
@@ -400,12 +405,18 @@ def feature_bandit(n_responses: int, d: int, eps: float, seed=0) -> TokenMDP:
             f"n_responses must be >= d so that each of the d - 1 = {d - 1} clusters gets at "
             f"least one of the n_responses - 1 non-optimal responses, got n_responses={n_responses}, d={d}"
         )
+    try:
+        low, high = (float(x) for x in bad_reward)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad_reward must be a pair (low, high) with 0 <= low <= high < 1, got {bad_reward!r}") from None
+    if not (0.0 <= low <= high < 1.0):
+        raise ValueError(f"bad_reward must be a pair (low, high) with 0 <= low <= high < 1, got {bad_reward!r}")
     rng = as_generator(seed)
     good = int(rng.integers(n_responses))
     clusters = np.zeros(n_responses, dtype=np.int64)
     others = np.concatenate([np.arange(good), np.arange(good + 1, n_responses)])
     clusters[others] = rng.permutation(np.arange(n_responses - 1, dtype=np.int64) % (d - 1) + 1)
-    theta_star = np.concatenate([[1.0], rng.permutation(np.linspace(0.0, 0.6, d - 1))])
+    theta_star = np.concatenate([[1.0], rng.permutation(np.linspace(low, high, d - 1))])
 
     reward = theta_star[clusters][None, :]
     ref_logp = np.full((1, n_responses), math.log1p(-eps) - math.log(n_responses - 1))
@@ -416,7 +427,7 @@ def feature_bandit(n_responses: int, d: int, eps: float, seed=0) -> TokenMDP:
     info = dict(
         family="feature_bandit", n_responses=n_responses, d=d, eps=eps, n_prompts=1,
         optimal_actions=np.array([good]), theta_star=theta_star, feature_box=(0.0, 1.0),
-        clusters=clusters,
+        clusters=clusters, bad_reward=(low, high),
     )
     return TokenMDP(np.full((1, n_responses), -1), reward, ref_logp, np.ones(1), info,
                     features=features)

@@ -12,6 +12,11 @@ r"""Figures from tidy result tables (matplotlib; each function returns a Figure)
 * :func:`plot_alpha_sweep` — final regret (relative to π_ref's) and the fraction of runs
   reaching 10% of π_ref's regret against XPO's α, one line per schedule, single points for
   other variants, a dotted line for α = 0.
+* :func:`plot_queries_vs_size` — queries to 10% of π_ref's regret against an instance-size
+  column (levels H of a lock, responses n of a bandit), one line per label, censored medians
+  open, with optional reference curves (e.g. p^{−H}).
+* :func:`plot_rate` — best-iterate regret against queries T on log-log axes beside the
+  theory's √(C_cov · log|Π| / T), with the fitted slopes in the legend.
 * :func:`plot_coverage` — coverage over queries: π*-mass on responses in the data, the data's
   log-concentrability log max_τ π*(τ)/μ̄ₜ(τ) (median over seeds; +inf not drawn), and the
   number of distinct responses seen.
@@ -25,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "plot_method_table",
-           "plot_alpha_sweep", "label_colors"]
+           "plot_alpha_sweep", "plot_queries_vs_size", "plot_rate", "fit_loglog_slope", "label_colors"]
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -191,5 +196,84 @@ def plot_alpha_sweep(points: pd.DataFrame, title: str = ""):
     axes[0].axhline(1.0, color="r", lw=0.6, alpha=0.5)
     axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_queries_vs_size(per_run: pd.DataFrame, panels, fraction: float = 0.1):
+    """``panels``: list of dicts with keys ``group``, ``x`` (a column of ``per_run``: the
+    instance size), ``xlabel``, ``title`` and optionally ``references`` = {legend: (xs, ys)}
+    drawn dashed, and ``logx``. Median and interquartile band of the queries to the
+    threshold per label; medians censored at the budget are open markers."""
+    plt = _pyplot()
+    colors = label_colors(per_run.label)
+    styles = {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.8 * len(panels), 4.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        runs = per_run[per_run.group == panel["group"]]
+        budget = runs.budget.max()
+        for label, sub in runs.groupby("label", sort=False):
+            stats = sub.groupby(panel["x"]).agg(
+                median=("queries", "median"),
+                q25=("queries", lambda q: np.quantile(q, 0.25)),
+                q75=("queries", lambda q: np.quantile(q, 0.75)),
+                reached=("censored", lambda c: np.mean(~c.astype(bool))),
+            ).sort_index()
+            x = stats.index.to_numpy(dtype=float)
+            color = colors[label]
+            ls = styles.setdefault(label, ":" if "tabular" in label else "-")
+            ax.plot(x, stats["median"], ls, color=color, label=label, lw=1.7)
+            ax.fill_between(x, stats.q25, stats.q75, color=color, alpha=0.1, lw=0)
+            censored = (stats.reached < 0.5).to_numpy()
+            ax.plot(x[~censored], stats["median"][~censored], "o", color=color, ms=5)
+            ax.plot(x[censored], stats["median"][censored], "o", mfc="white", color=color, ms=6)
+        for name, (xs, ys) in panel.get("references", {}).items():
+            ax.plot(xs, ys, "k--", lw=1, label=name)
+        ax.axhline(budget, color="0.5", ls=":", lw=1)
+        ax.set_yscale("log")
+        if panel.get("logx"):
+            ax.set_xscale("log")
+        ax.set_ylim(bottom=0.8, top=budget * 3)
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(f"queries to regret ≤ {fraction:.0%} of π_ref's (budget {budget}, dotted)")
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+        ax.legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def fit_loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x (positive, finite points only)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2:
+        return math.nan
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def plot_rate(curves: pd.DataFrame, theory: dict, titles: dict, fit_from: int = 10):
+    """``curves``: rows with ``group``, ``pairs`` (queries T) and ``best_regret`` (mean over
+    seeds); ``theory[group]`` = (Ts, bound) for √(C_cov log|Π| / T). One log-log panel per
+    group; slopes fitted over T ≥ ``fit_from``."""
+    plt = _pyplot()
+    groups = list(dict.fromkeys(curves.group))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 4.3), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        sub = curves[(curves.group == group) & (curves.pairs > 0)].sort_values("pairs")
+        fit = sub[sub.pairs >= fit_from]
+        slope = fit_loglog_slope(fit.pairs, fit.best_regret)
+        ax.plot(sub.pairs, sub.best_regret, "o-", color="#d62728", ms=3,
+                label=f"measured best-iterate regret (slope {slope:.2f})")
+        ts, bound = theory[group]
+        ax.plot(ts, bound, "k--", lw=1.2,
+                label=f"√(C_cov·log|Π|/T) (slope {fit_loglog_slope(ts[ts >= fit_from], bound[ts >= fit_from]):.2f})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("preference queries T")
+        ax.set_ylabel("regret")
+        ax.set_title(titles.get(group, group), fontsize=9)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

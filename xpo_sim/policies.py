@@ -45,8 +45,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import Bounds, minimize
-
+from xpo_sim import solvers as _solvers
+from xpo_sim._kernels import newton as _newton
 from xpo_sim._kernels import preference as _kernels
 from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim.data import PreferenceData
@@ -145,28 +145,41 @@ def _check_nonnegative(name: str, value) -> float:
     return number
 
 
+SOLVERS = ("newton", "lbfgsb")
+
+
 class _LinearRewardBase:
-    """Shared machinery of the reward classes: r̂_θ = F θ, θ ∈ [lo, hi]^d, exact
-    per-round argmin by L-BFGS-B (see the module docstring)."""
+    """Shared machinery of the reward classes: r̂_θ = F θ, θ ∈ [lo, hi]^d, exact per-round
+    argmin (see the module docstring). ``solver``: "newton" (projected Newton-CG on exact
+    Hessian-vector products, :func:`xpo_sim.solvers.projected_newton`) or "lbfgsb" (SciPy's
+    L-BFGS-B, the reference). Every update appends its :class:`xpo_sim.solvers.SolveResult`
+    to ``solve_results`` (the round loop reads and clears it)."""
 
     def __init__(self, mdp: TokenMDP, beta: float, features: sp.csr_matrix, box, *, l2: float = 0.0,
-                 gtol: float = 1e-9, max_iter: int = 2000):
+                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
         self.mdp = mdp
         self.beta = check_beta(beta)
         self.features = features
         self._features_t = features.T.tocsr()  # Fᵀ as CSR: the contraction is a row-wise matvec
+        self._features_sq_t = features.multiply(features).T.tocsr()  # (F∘F)ᵀ, for diagonal estimates
         self.box = _check_box(box)
         self.l2 = _check_nonnegative("l2", l2)
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        self.solver = solver
         self.gtol = float(gtol)
-        self.max_iter = int(max_iter)
-        n = self.n_params
-        self._bounds = Bounds(np.full(n, self.box[0]), np.full(n, self.box[1]))  # built once
+        self.ftol = float(ftol)
+        self.max_iter = int(max_iter) if max_iter is not None else (200 if solver == "newton" else 2000)
+        self.solve_results: list = []
         shape = (mdp.n_states, mdp.n_actions)
         self._work = dict(
             q_work=np.empty(shape), v_work=np.empty(mdp.n_states), logp_work=np.empty(shape),
             occ_work=np.empty(mdp.n_states), start_work=np.empty(mdp.n_states),
         )
+        self._hvp_work = [np.empty(mdp.n_states) for _ in range(4)]
         self._grad = np.empty(shape)
+        self._hv = np.empty(shape)
+        self._state: dict = {}
 
     @property
     def n_params(self) -> int:
@@ -194,16 +207,21 @@ class _LinearRewardBase:
                                     self.beta, q, v, logp)
         return logp
 
-    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo"):
-        """(L, ∂L/∂θ) of the round objective at ``params``; ``loss`` is the pair term
-        ("dpo", "ipo" or "ln_dpo"); L includes λ‖θ‖² when ``l2`` = λ > 0."""
+    def _objective_arrays(self, data: PreferenceData, alpha: float, loss: str):
         arrays = _objective_data(data, alpha)
+        n_paths = arrays["path_lengths"].shape[0]
+        n_pairs = arrays["pair_count"].shape[0]
+        return dict(arrays=arrays, kind=loss_kind(loss), log_ratio=np.empty(n_paths), dlog_ratio=np.empty(n_paths),
+                    coef_chosen=np.empty(n_pairs), coef_rejected=np.empty(n_pairs), curvature=np.empty(n_pairs))
+
+    def _value_and_grad(self, params: np.ndarray, state: dict):
+        arrays = state["arrays"]
         value = _kernels.implicit_reward_objective(
-            self.mdp.next_state, self.mdp.ref_logp, self.beta, loss_kind(loss), self.reward_table(params),
+            self.mdp.next_state, self.mdp.ref_logp, self.beta, state["kind"], self.reward_table(params),
             arrays["path_states"], arrays["path_actions"], arrays["path_lengths"],
             arrays["path_ref_logp"], arrays["pair_chosen"], arrays["pair_rejected"],
             arrays["pair_count"], arrays["explore_path"], arrays["explore_weight"],
-            grad_out=self._grad, **self._work,
+            log_ratio=state["log_ratio"], dlog_ratio=state["dlog_ratio"], grad_out=self._grad, **self._work,
         )
         grad = self.contract(self._grad)
         if self.l2:
@@ -211,15 +229,85 @@ class _LinearRewardBase:
             grad += 2.0 * self.l2 * params
         return value, grad
 
+    def objective(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo"):
+        """(L, ∂L/∂θ) of the round objective at ``params``; ``loss`` is the pair term
+        ("dpo", "ipo" or "ln_dpo"); L includes λ‖θ‖² when ``l2`` = λ > 0."""
+        return self._value_and_grad(np.asarray(params, dtype=np.float64), self._objective_arrays(data, alpha, loss))
+
+    def _second_order(self, state: dict) -> None:
+        """Pair curvatures at the log-ratios of the last evaluation (for H v and diag H)."""
+        arrays = state["arrays"]
+        _newton.pair_curvatures(state["log_ratio"], arrays["path_lengths"], self.beta, state["kind"],
+                                arrays["pair_chosen"], arrays["pair_rejected"], arrays["pair_count"],
+                                state["coef_chosen"], state["coef_rejected"], state["curvature"])
+
+    def _hessian_vector(self, vector: np.ndarray, state: dict) -> np.ndarray:
+        arrays = state["arrays"]
+        _newton.reward_hvp(
+            self.mdp.next_state, self._work["logp_work"], self.beta, self.reward_table(vector),
+            arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
+            arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
+            state["dlog_ratio"], *self._hvp_work, self._hv,
+        )
+        out = self.contract(self._hv)
+        if self.l2:
+            out += 2.0 * self.l2 * vector
+        return out
+
+    def _hessian_diagonal(self, state: dict) -> np.ndarray:
+        arrays = state["arrays"]
+        _newton.reward_hessian_diagonal(
+            self.mdp.next_state, self._work["logp_work"], self.beta, arrays["path_states"], arrays["path_actions"],
+            arrays["path_lengths"], arrays["pair_chosen"], arrays["pair_rejected"], state["coef_chosen"],
+            state["coef_rejected"], state["curvature"], state["dlog_ratio"], self._hvp_work[0], self._hv,
+        )
+        return self._features_sq_t @ self._hv.ravel() + 2.0 * self.l2
+
+    def _untouched(self, state: dict) -> np.ndarray | None:
+        """Parameters the objective does not depend on: with no bonus weight and a pair loss
+        whose margin is a difference of same-prompt log-ratios (DPO, IPO: V̂(s₀) cancels),
+        L depends on θ only through θ·φ(s, a) on the data's steps; parameters whose features
+        vanish on every such step are exactly flat (LN-DPO's length weights keep V̂)."""
+        arrays = state["arrays"]
+        if arrays["explore_weight"].size and arrays["explore_weight"].any() or state["kind"] == _kernels.LOSS_LN_DPO:
+            return None
+        states, actions = arrays["path_states"], arrays["path_actions"]
+        on_path = np.arange(states.shape[1]) < arrays["path_lengths"][:, None]
+        steps = np.zeros(self.mdp.n_pairs)
+        steps[states[on_path] * self.mdp.n_actions + actions[on_path]] = 1.0
+        return (abs(self._features_t) @ steps) == 0.0
+
+    def hessian_vector(self, params: np.ndarray, vector: np.ndarray, data: PreferenceData, alpha: float,
+                       loss: str = "dpo") -> np.ndarray:
+        """∇²L(θ) v, exact (forward-mode through the soft Bellman sweep,
+        ``xpo_sim._kernels.newton``)."""
+        state = self._objective_arrays(data, alpha, loss)
+        self._value_and_grad(np.asarray(params, dtype=np.float64), state)
+        self._second_order(state)
+        return self._hessian_vector(np.asarray(vector, dtype=np.float64), state)
+
     def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
-        """Minimize the objective over the box, warm-started at ``params``."""
+        """Minimize the objective over the box, warm-started at ``params``; the
+        :class:`~xpo_sim.solvers.SolveResult` is appended to ``solve_results``."""
         if self.n_params == 0:
             return params
-        result = minimize(
-            self.objective, params, args=(data, alpha, loss), jac=True, method="L-BFGS-B",
-            bounds=self._bounds,
-            options=dict(maxiter=self.max_iter, gtol=self.gtol, ftol=1e-15),
-        )
+        state = self._objective_arrays(data, alpha, loss)
+        lo, hi = self.box
+        if self.solver == "lbfgsb":
+            result = _solvers.lbfgsb(lambda x: self._value_and_grad(x, state), params, lo, hi,
+                                     gtol=self.gtol, max_iter=self.max_iter)
+        else:
+            def fun(x):
+                value_grad = self._value_and_grad(x, state)
+                self._second_order(state)
+                return value_grad
+
+            result = _solvers.projected_newton(
+                fun, lambda v: self._hessian_vector(v, state), params, lo, hi,
+                diagonal=lambda: self._hessian_diagonal(state), fixed=self._untouched(state),
+                ftol=self.ftol, gtol=self.gtol, max_iter=self.max_iter,
+            )
+        self.solve_results.append(result)
         return result.x
 
 
@@ -240,8 +328,12 @@ class ImplicitRewardClass(_LinearRewardBase):
         other token.
     l2 : float
         λ of the penalty λ‖r̂‖² over the parameters (default 0).
-    gtol, max_iter
-        L-BFGS-B stopping rule (projected-gradient tolerance) and iteration cap per round.
+    solver : {"newton", "lbfgsb"}
+        The per-round argmin: projected Newton-CG (default) or the reference L-BFGS-B.
+    gtol, ftol, max_iter
+        Stopping rule: projected-gradient ∞-norm ≤ gtol, or (Newton) predicted decrease
+        ≤ ftol · max(1, |L|) (see :mod:`xpo_sim.solvers`); iteration cap per round
+        (default 200 Newton / 2000 L-BFGS-B iterations).
 
     Parameter j is the reward of the j-th support entry in row-major order, ``index`` =
     ``np.nonzero(mask)``; ``features`` is the matching one-hot matrix.
@@ -250,7 +342,7 @@ class ImplicitRewardClass(_LinearRewardBase):
     name = "implicit"
 
     def __init__(self, mdp: TokenMDP, beta: float, *, box=None, support: str = "auto", l2: float = 0.0,
-                 gtol: float = 1e-9, max_iter: int = 2000):
+                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
         terminal = mdp.allowed & (mdp.next_state == -1)
         if support == "auto":
             support = "terminal" if not mdp.reward[mdp.allowed & ~terminal].any() else "all"
@@ -266,7 +358,8 @@ class ImplicitRewardClass(_LinearRewardBase):
         if box is None:
             true = mdp.reward[mask]
             box = (min(0.0, float(true.min())), max(0.0, float(true.max())))
-        super().__init__(mdp, beta, one_hot_features(mask), box, l2=l2, gtol=gtol, max_iter=max_iter)
+        super().__init__(mdp, beta, one_hot_features(mask), box, l2=l2, solver=solver, gtol=gtol, ftol=ftol,
+                         max_iter=max_iter)
 
 
 def one_hot_features(mask: np.ndarray) -> sp.csr_matrix:
@@ -290,14 +383,14 @@ class LinearRewardClass(_LinearRewardBase):
     box : (lo, hi), optional
         Bounds on every θ_k. Default ``mdp.info["feature_box"]`` (the instance families
         with natural features record one that contains the true θ*); required otherwise.
-    l2, gtol, max_iter
+    l2, solver, gtol, ftol, max_iter
         As for :class:`ImplicitRewardClass`.
     """
 
     name = "linear"
 
     def __init__(self, mdp: TokenMDP, beta: float, *, features=None, box=None, l2: float = 0.0,
-                 gtol: float = 1e-9, max_iter: int = 2000):
+                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
         if features is None:
             if mdp.features is None:
                 raise ValueError("the linear class needs features: pass features=... (S, A, d) or build the "
@@ -309,7 +402,7 @@ class LinearRewardClass(_LinearRewardBase):
             box = mdp.info.get("feature_box")
             if box is None:
                 raise ValueError("the linear class needs box=(lo, hi): this instance records no feature_box")
-        super().__init__(mdp, beta, matrix, box, l2=l2, gtol=gtol, max_iter=max_iter)
+        super().__init__(mdp, beta, matrix, box, l2=l2, solver=solver, gtol=gtol, ftol=ftol, max_iter=max_iter)
 
 
 class LogitsClass:

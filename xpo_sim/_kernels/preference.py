@@ -95,16 +95,16 @@ def preference_terms(log_ratio, path_ref_logp, path_lengths, beta, loss_kind, pa
 def implicit_reward_objective(next_state, ref_logp, beta, loss_kind, reward_hat, path_states, path_actions,
                               path_lengths, path_ref_logp, pair_chosen, pair_rejected, pair_count,
                               explore_path, explore_weight, q_work, v_work, logp_work, occ_work,
-                              start_work, grad_out):
+                              start_work, log_ratio, dlog_ratio, grad_out):
     """Objective L and ∂L/∂r̂ (S, A) for the policy that is soft-optimal for ``reward_hat``.
-    On return ``logp_work`` holds that policy's log-probabilities."""
+    On return ``logp_work`` holds that policy's log-probabilities, ``log_ratio`` and
+    ``dlog_ratio`` (length D) h_k and ∂L/∂h_k (the Hessian-vector products of
+    ``xpo_sim._kernels.newton`` start from them)."""
     soft_backward(next_state, reward_hat, ref_logp, beta, q_work, v_work, logp_work)
     n_paths = path_lengths.shape[0]
-    log_ratio = np.empty(n_paths)
     sum_along(reward_hat, path_states, path_actions, path_lengths, log_ratio)  # r̂(τ_k)
     for k in range(n_paths):
         log_ratio[k] = (log_ratio[k] - v_work[path_states[k, 0]]) / beta
-    dlog_ratio = np.empty(n_paths)
     loss = preference_terms(log_ratio, path_ref_logp, path_lengths, beta, loss_kind, pair_chosen,
                             pair_rejected, pair_count, explore_path, explore_weight, dlog_ratio)
     n_states, n_actions = reward_hat.shape

@@ -14,7 +14,10 @@ scores exactly. So J_β, π*, V* and every regret stay exact for the transformer
   HybridDPO, OfflineDPO, XPO with its samplers "ref", "current", "history"): batched
   sampling from the transformer, labels from the instance's oracle, the losses of
   :mod:`xpo_sim.losses` (the same functions the tabular path uses) on torch tensors, Adam,
-  and exact evaluation every k rounds with the same DataFrame columns.
+  and exact evaluation every k rounds with the same DataFrame columns;
+* ``precision="bf16"`` (of :func:`train` and :func:`distill`) autocasts the training forward
+  passes to bfloat16 (for a GPU); the exact table is always a float32 forward pass,
+  renormalized in float64, so the evaluation is the same in either precision.
 
 Typical use::
 
@@ -45,11 +48,13 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
     ) from error
 
 from xpo_sim.torch.policy import (  # noqa: E402
+    PRECISIONS,
     DistillResult,
     PrefixTree,
     TinyTransformerPolicy,
     distill,
     resolve_device,
+    training_precision,
     with_reference,
 )
 from xpo_sim.torch.train import train  # noqa: E402
@@ -61,5 +66,7 @@ __all__ = [
     "distill",
     "with_reference",
     "resolve_device",
+    "training_precision",
+    "PRECISIONS",
     "train",
 ]

@@ -19,7 +19,18 @@ descendants).
 **Exact table.** :meth:`TinyTransformerPolicy.logp_table` returns the (S, A) float64 table
 of log π(a|s), renormalized in float64 (each row minus its log-sum-exp), so rows sum to 1
 to about 1e-15 — within :class:`~xpo_sim.mdp.TokenMDP`'s 1e-9 check for a reference policy
-and :func:`xpo_sim.evaluate`'s 1e-6 check for a policy.
+and :func:`xpo_sim.evaluate`'s 1e-6 check for a policy. It enumerates the maximal prefixes
+in chunks of ``chunk`` sequences (forward passes without autograd), writing each chunk's
+states into the float64 table, so its memory is the table plus one chunk's activations
+(about ``chunk · max_len · width · (4 + mlp_ratio)`` floats) whatever the number of states.
+The forward passes of the table always run in float32: autocast is switched off inside
+and float32 matmuls are forced to full precision (no TF32), so mixed-precision training
+(``precision="bf16"`` of :func:`distill` and :func:`xpo_sim.torch.train`) never reaches the
+evaluation.
+
+**Mixed precision.** ``precision="bf16"`` runs the forward passes of the *training* losses
+under ``torch.autocast(dtype=torch.bfloat16)`` (parameters, gradients and Adam stay float32,
+and log-softmax is taken in float32); "fp32" (the default) runs them in float32.
 
 **Reference.** :func:`with_reference` returns the instance with π_ref replaced by a (frozen)
 transformer's table, so the instance's π*, V* and regret are the exact ones for training
@@ -30,6 +41,7 @@ meaning (e.g. a needle's ε) after the replacement.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -43,7 +55,10 @@ from xpo_sim.mdp import TokenMDP
 from xpo_sim.soft import occupancy
 
 __all__ = ["PrefixTree", "TinyTransformerPolicy", "DistillResult", "distill", "with_reference",
-           "resolve_device"]
+           "resolve_device", "training_precision", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16")
+TABLE_CHUNK = 8192  # maximal prefixes per forward pass of the exact table
 
 
 def resolve_device(device) -> torch.device:
@@ -60,6 +75,36 @@ def resolve_device(device) -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     return resolved
+
+
+def check_precision(precision) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def training_precision(device: torch.device, precision: str = "fp32"):
+    """The context of a training forward pass: ``torch.autocast`` to bfloat16 on ``device``
+    for ``precision="bf16"``, nothing for "fp32". Run ``backward()`` outside of it."""
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device):
+    """Float32 forward passes whatever the caller set: autocast off, full-precision float32
+    matmuls (no TF32) for the duration, the previous setting restored afterwards."""
+    before = torch.get_float32_matmul_precision()
+    if before != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            yield
+    finally:
+        if before != "highest":
+            torch.set_float32_matmul_precision(before)
 
 
 # ----------------------------------------------------------------------------- prefix tree
@@ -266,6 +311,10 @@ class TinyTransformerPolicy(nn.Module):
         self.register_buffer("maximal_row", torch.from_numpy(tree.maximal_row.copy()), persistent=False)
         maximal_tokens = np.where(tree.tokens[tree.maximal] < 0, 0, tree.tokens[tree.maximal])
         self.register_buffer("maximal_tokens", torch.from_numpy(maximal_tokens), persistent=False)
+        # the states sorted by their maximal prefix, for the chunked table
+        by_row = np.argsort(tree.maximal_row, kind="stable")
+        self._row_bounds = np.searchsorted(tree.maximal_row[by_row], np.arange(tree.maximal.size + 1))
+        self.register_buffer("states_by_row", torch.from_numpy(by_row), persistent=False)
         self.to(resolve_device(device))
 
     # ------------------------------------------------------------------ basics
@@ -310,10 +359,24 @@ class TinyTransformerPolicy(nn.Module):
         return self._masked_logp(logits[inverse, self.depth_of[states]], states)
 
     @torch.no_grad()
-    def logp_table(self) -> np.ndarray:
+    def logp_table(self, chunk: int = TABLE_CHUNK) -> np.ndarray:
         """The exact per-state table log π(a|s) (S, A), float64 numpy, −inf on disallowed
-        tokens, each row renormalized in float64 (sums to 1 within ~1e-15)."""
-        table = self.state_logp().double().cpu().numpy()
+        tokens, each row renormalized in float64 (sums to 1 within ~1e-15).
+
+        Batched prefix enumeration: one float32 forward pass (autocast off, no TF32) per
+        ``chunk`` maximal prefixes, each chunk's states copied into the table before the
+        next; memory is the table plus one chunk's activations."""
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+        n_maximal = self.maximal_tokens.shape[0]
+        table = np.empty((self.tree.n_states, self.tree.n_actions), dtype=np.float64)
+        with _exact_float32(self.device):
+            for first in range(0, n_maximal, int(chunk)):
+                last = min(first + int(chunk), n_maximal)
+                states = self.states_by_row[self._row_bounds[first] : self._row_bounds[last]]
+                logits = self(self.maximal_tokens[first:last])
+                picked = logits[self.maximal_row[states] - first, self.depth_of[states]]
+                table[states.cpu().numpy()] = self._masked_logp(picked, states).double().cpu().numpy()
         peak = table.max(axis=1, keepdims=True)
         return table - (peak + np.log(np.exp(table - peak).sum(axis=1, keepdims=True)))
 
@@ -410,7 +473,8 @@ def _exact_kl(ref_logp: np.ndarray, logp: np.ndarray) -> np.ndarray:
 
 
 def distill(policy: TinyTransformerPolicy, mdp: TokenMDP, *, steps: int = 3000, lr: float = 3e-3,
-            tol: float = 1e-4, weights="uniform", check_every: int = 50) -> DistillResult:
+            tol: float = 1e-4, weights="uniform", check_every: int = 50, chunk: int = TABLE_CHUNK,
+            precision: str = "fp32") -> DistillResult:
     r"""Fit ``policy`` (in place) to the instance's π_ref: minimize
 
         Σ_s w(s) KL(π_ref(·|s) ‖ π_θ(·|s)) / Σ_s w(s)
@@ -420,9 +484,13 @@ def distill(policy: TinyTransformerPolicy, mdp: TokenMDP, *, steps: int = 3000, 
 
     ``weights``: "uniform" (every prefix counts the same, so rarely visited ones such as a
     needle's optimal path are fitted too), "occupancy" (π_ref's state-visit probability),
-    or an array (S,) of non-negative weights. Returns a :class:`DistillResult`.
+    or an array (S,) of non-negative weights. ``chunk``: maximal prefixes per forward pass
+    (the full batch is still one Adam step; autograd keeps every chunk's activations).
+    ``precision``: "fp32" or "bf16" (autocast for the fitting forward passes; the stopping
+    check uses the exact float32 → float64 table). Returns a :class:`DistillResult`.
     """
     _check_policy(policy)
+    check_precision(precision)
     if not policy.tree.matches(mdp):
         raise ValueError("the policy was built for a different tree (next_state or allowed tokens differ)")
     if isinstance(weights, str):
@@ -445,13 +513,14 @@ def distill(policy: TinyTransformerPolicy, mdp: TokenMDP, *, steps: int = 3000, 
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     policy.train()
     taken = 0
-    kl = _exact_kl(mdp.ref_logp, policy.logp_table())
+    kl = None  # the exact KL of the current parameters, None once an Adam step made it stale
     for step in range(1, int(steps) + 1):
         if (step - 1) % check_every == 0:
-            kl = _exact_kl(mdp.ref_logp, policy.logp_table())
+            kl = _exact_kl(mdp.ref_logp, policy.logp_table(chunk))
             if kl.max() <= tol:
                 break
-        logq = policy.state_logp()
+        with training_precision(device, precision):
+            logq = policy.state_logp(chunk=chunk)
         logq_safe = torch.where(allowed, logq, torch.zeros_like(logq))
         per_state = (p * (target_safe - logq_safe)).sum(dim=1)
         loss = (weight * per_state).sum()
@@ -459,5 +528,7 @@ def distill(policy: TinyTransformerPolicy, mdp: TokenMDP, *, steps: int = 3000, 
         loss.backward()
         optimizer.step()
         taken = step
-    kl = _exact_kl(mdp.ref_logp, policy.logp_table())
+        kl = None
+    if kl is None:
+        kl = _exact_kl(mdp.ref_logp, policy.logp_table(chunk))
     return DistillResult(max_kl=float(kl.max()), mean_kl=float(np.average(kl, weights=w)), steps=taken, kl=kl)

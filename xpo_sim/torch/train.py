@@ -48,7 +48,7 @@ from xpo_sim.algorithms import Algorithm, RunRecorder, check_run_arguments, labe
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.preferences import BradleyTerry
-from xpo_sim.torch.policy import TinyTransformerPolicy, resolve_device
+from xpo_sim.torch.policy import TinyTransformerPolicy, check_precision, resolve_device, training_precision
 from xpo_sim.trajectories import as_generator
 
 __all__ = ["train", "evaluation_rounds"]
@@ -113,9 +113,9 @@ class _History:
 class _Objective:
     """Teacher-forced sequence log-probabilities of the stored paths and the round loss."""
 
-    def __init__(self, policy, reference, beta: float, kind: str, minibatch: int, device):
+    def __init__(self, policy, reference, beta: float, kind: str, minibatch: int, device, precision: str = "fp32"):
         self.policy, self.reference, self.beta, self.kind = policy, reference, beta, kind
-        self.minibatch, self.device = minibatch, device
+        self.minibatch, self.device, self.precision = minibatch, device, precision
         self.ref_logp = torch.empty(0, device=device)
 
     def prepare(self, data: PreferenceData, alpha: float) -> None:
@@ -125,7 +125,7 @@ class _Objective:
                            for name in ("path_states", "path_actions", "path_lengths"))
         done = self.ref_logp.shape[0]
         if done < data.n_distinct:
-            with torch.no_grad():
+            with torch.no_grad(), training_precision(self.device, self.precision):
                 new = self.reference.sequence_logp(*(x[done:] for x in self.paths))
             self.ref_logp = torch.cat([self.ref_logp, new])
         self.chosen, self.rejected = arrays["pair_chosen"], arrays["pair_rejected"]
@@ -163,7 +163,8 @@ class _Objective:
             explore_weight = self.explore_count / self.n_pairs
         needed, inverse = np.unique(np.concatenate([chosen, rejected, explore]), return_inverse=True)
         index = torch.as_tensor(needed, device=self.device)
-        logp = self.policy.sequence_logp(*(x[index] for x in self.paths))
+        with training_precision(self.device, self.precision):
+            logp = self.policy.sequence_logp(*(x[index] for x in self.paths))
         ref = self.ref_logp[index]
         inv = torch.as_tensor(inverse, device=self.device)
         c, r, e = torch.split(inv, [chosen.shape[0], rejected.shape[0], explore.shape[0]])
@@ -191,6 +192,7 @@ def train(
     device=None,
     max_enumerate: int = 100_000,
     track_concentrability: bool = True,
+    precision: str = "fp32",
     progress: bool = False,
 ) -> pd.DataFrame:
     """Run ``algorithm`` for ``rounds`` rounds with the transformer ``policy`` (trained in
@@ -216,6 +218,13 @@ def train(
     track_concentrability
         Feed the exact sampling distributions to the concentrability tracker every round
         (one table extraction per round); False leaves ``log_concentrability`` NaN.
+    precision
+        "fp32" (default) or "bf16": the forward passes of the training loss (the policy's
+        and the reference's teacher-forced sequence log-probabilities) under
+        ``torch.autocast(dtype=torch.bfloat16)``, meant for CUDA; parameters, gradients and
+        Adam stay float32. Sampling and the exact evaluation (the per-state table, float32
+        forward passes renormalized in float64) are never autocast, so every reported
+        number is exact for the policy that is reported.
 
     Returns a DataFrame with the columns of :func:`xpo_sim.run` (``xpo_sim.algorithms.COLUMNS``)
     and, in ``df.attrs``: ``seconds``, ``sampled_tokens``, ``rounds``, ``device``.
@@ -234,6 +243,7 @@ def train(
     steps = _positive_int("steps", steps)
     eval_every = _positive_int("eval_every", eval_every)
     minibatch = _positive_int("minibatch", minibatch)
+    check_precision(precision)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be positive and finite, got {lr!r}")
     if not policy.tree.matches(mdp):
@@ -256,7 +266,7 @@ def train(
     tracker = recorder.tracker
     track = tracker.enabled and track_concentrability
     data = PreferenceData(mdp)
-    objective = _Objective(policy, reference, beta, getattr(algorithm, "loss", "dpo"), minibatch, device)
+    objective = _Objective(policy, reference, beta, getattr(algorithm, "loss", "dpo"), minibatch, device, precision)
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr, foreach=True)
     history = _History(policy) if algorithm.explore_sampler == "history" else None
     history_log_sum = None
@@ -314,5 +324,5 @@ def train(
     if tracker.enabled and not track:
         df["log_concentrability"] = math.nan
     df.attrs.update(seconds=time.perf_counter() - start_time, sampled_tokens=sampled_tokens,
-                    rounds=rounds, device=str(device))
+                    rounds=rounds, device=str(device), precision=precision)
     return df

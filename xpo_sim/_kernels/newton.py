@@ -1,0 +1,174 @@
+r"""Second-order terms of the reward classes' round objective: exact Hessian-vector products.
+
+The objective of ``xpo_sim._kernels.preference`` depends on the reward table r̂ through the
+log-ratios h_k = (r̂(τ_k) − V̂(s₀ₖ))/β of the distinct data trajectories, and the pair term
+is a sum over pairs j = (c, r) of ℓ_j(a_c h_c + a_r h_r): DPO has (a_c, a_r) = (β, −β) and
+ℓ = n·softplus(−m); IPO (1, −1) and n(m − 1/(2β))²; LN-DPO (β/|τ_c|, −β/|τ_r|) and
+n·softplus(−m). With κ_j = ℓ_j''(m_j) and g_k = ∂L/∂h_k (bonus included), the Hessian with
+respect to r̂ applied to a tangent ṙ is
+
+    H ṙ = J_hᵀ (Σ_j κ_j a_j a_jᵀ) J_h ṙ  −  (1/β) Σ_{s₀} c(s₀) ḋ_{s₀},    c(s₀) = Σ_{k: start s₀} g_k,
+
+where J_h ṙ has entries (ṙ(τ_k) − V̇(s₀ₖ))/β, J_hᵀ u = (1/β)(Σ_k u_k 1_{τ_k} − Σ_k u_k d_{s₀ₖ})
+with d_{s₀} the state-action occupancy of π from s₀ (∇V̂(s₀) = d_{s₀}), and ḋ is the
+derivative of that occupancy along ṙ (∇²V̂(s₀) ṙ = ḋ_{s₀}). Forward-mode through the soft
+Bellman sweep gives the tangents:
+
+    V̇(s) = Σ_a π(a|s) (ṙ(s,a) + V̇(s')),           (one backward sweep)
+    ḋ(s,a) = μ̇(s) π(a|s) + μ(s) π(a|s) (ṙ(s,a) + V̇(s') − V̇(s))/β,   μ̇(s') = Σ ḋ(s,a) → s'
+                                                      (one forward sweep, fused with J_hᵀ's)
+
+So one product costs one backward and one forward sweep plus the path sums. Every kernel
+writes into caller-allocated arrays.
+"""
+
+import numpy as np
+from numba import njit
+
+from xpo_sim._kernels.preference import LOSS_IPO, LOSS_LN_DPO, _sigmoid
+from xpo_sim._kernels.trajectories import sum_along
+
+NEG_INF = -np.inf
+
+
+@njit(cache=True)
+def pair_curvatures(log_ratio, path_lengths, beta, loss_kind, pair_chosen, pair_rejected, pair_count,
+                    coef_chosen_out, coef_rejected_out, curvature_out):
+    """Per pair j: the margin's coefficients (a_c, a_r) on (h_c, h_r) and κ_j = ℓ_j''(m_j)
+    (see the module docstring) at the log-ratios ``log_ratio``."""
+    for j in range(pair_count.shape[0]):
+        c = pair_chosen[j]
+        r = pair_rejected[j]
+        n = pair_count[j]
+        if loss_kind == LOSS_IPO:
+            coef_chosen_out[j] = 1.0
+            coef_rejected_out[j] = -1.0
+            curvature_out[j] = 2.0 * n
+            continue
+        if loss_kind == LOSS_LN_DPO:
+            a_c = beta / path_lengths[c]
+            a_r = -beta / path_lengths[r]
+        else:
+            a_c = beta
+            a_r = -beta
+        margin = a_c * log_ratio[c] + a_r * log_ratio[r]
+        coef_chosen_out[j] = a_c
+        coef_rejected_out[j] = a_r
+        curvature_out[j] = n * _sigmoid(margin) * _sigmoid(-margin)
+
+
+@njit(cache=True)
+def reward_hvp(next_state, logp, beta, tangent, path_states, path_actions, path_lengths, pair_chosen,
+               pair_rejected, coef_chosen, coef_rejected, curvature, dlog_ratio, vdot_work, occ_u_work,
+               occ_c_work, occdot_work, hv_out):
+    """H ṙ for the reward table ``tangent`` = ṙ (S, A) at the policy ``logp`` (the
+    soft-optimal policy of the current r̂), given the pairs' curvatures and g = ∂L/∂h
+    (``dlog_ratio``); writes (S, A) into ``hv_out``."""
+    n_states, n_actions = logp.shape
+    # tangent of the soft values, one backward sweep
+    for s in range(n_states - 1, -1, -1):
+        total = 0.0
+        for a in range(n_actions):
+            lp = logp[s, a]
+            if lp == NEG_INF:
+                continue
+            nxt = next_state[s, a]
+            q_dot = tangent[s, a]
+            if nxt >= 0:
+                q_dot += vdot_work[nxt]
+            total += np.exp(lp) * q_dot
+        vdot_work[s] = total
+    # J_h ṙ, then u = (Σ_j κ_j a_j a_jᵀ) J_h ṙ
+    n_paths = path_lengths.shape[0]
+    jv = np.empty(n_paths)
+    sum_along(tangent, path_states, path_actions, path_lengths, jv)
+    for k in range(n_paths):
+        jv[k] = (jv[k] - vdot_work[path_states[k, 0]]) / beta
+    u = np.zeros(n_paths)
+    for j in range(curvature.shape[0]):
+        c = pair_chosen[j]
+        r = pair_rejected[j]
+        w = curvature[j] * (coef_chosen[j] * jv[c] + coef_rejected[j] * jv[r])
+        u[c] += coef_chosen[j] * w
+        u[r] += coef_rejected[j] * w
+    # J_hᵀ u and −(1/β) ḋ_c: scatter along the paths, then one fused forward sweep
+    for s in range(n_states):
+        occ_u_work[s] = 0.0
+        occ_c_work[s] = 0.0
+        occdot_work[s] = 0.0
+        for a in range(n_actions):
+            hv_out[s, a] = 0.0
+    for k in range(n_paths):
+        s0 = path_states[k, 0]
+        occ_u_work[s0] += u[k]
+        occ_c_work[s0] += dlog_ratio[k]
+        w = u[k] / beta
+        if w == 0.0:
+            continue
+        for h in range(path_lengths[k]):
+            hv_out[path_states[k, h], path_actions[k, h]] += w
+    for s in range(n_states):
+        mu_u = occ_u_work[s]
+        mu_c = occ_c_work[s]
+        mu_dot = occdot_work[s]
+        if mu_u == 0.0 and mu_c == 0.0 and mu_dot == 0.0:
+            continue
+        v_dot = vdot_work[s]
+        for a in range(n_actions):
+            lp = logp[s, a]
+            if lp == NEG_INF:
+                continue
+            p = np.exp(lp)
+            nxt = next_state[s, a]
+            q_dot = tangent[s, a]
+            if nxt >= 0:
+                q_dot += vdot_work[nxt]
+            d_u = mu_u * p
+            d_c = mu_c * p
+            d_dot = mu_dot * p + d_c * (q_dot - v_dot) / beta
+            hv_out[s, a] -= (d_u + d_dot) / beta
+            if nxt >= 0:
+                occ_u_work[nxt] += d_u
+                occ_c_work[nxt] += d_c
+                occdot_work[nxt] += d_dot
+
+
+@njit(cache=True)
+def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, path_lengths, pair_chosen,
+                            pair_rejected, coef_chosen, coef_rejected, curvature, dlog_ratio, occ_work,
+                            diag_out):
+    """A positive estimate of the Hessian's diagonal over r̂ (S, A), for preconditioning:
+    Σ_j κ_j (a_c² 1_{τ_c} + a_r² 1_{τ_r})/β² (the Gauss–Newton part without the
+    occupancy terms, which cancel between the two responses of a DPO pair) plus
+    Σ_{s₀} |c(s₀)| d_{s₀}(s,a)/β², which bounds the log-partition part |c| d(1 − d)/β²
+    (the variance of the step indicator) and matches it for responses of small mass — the
+    coordinates whose tiny gradients make first-order methods crawl."""
+    n_states, n_actions = logp.shape
+    for s in range(n_states):
+        occ_work[s] = 0.0
+        for a in range(n_actions):
+            diag_out[s, a] = 0.0
+    beta2 = beta * beta
+    for j in range(curvature.shape[0]):
+        for k, coef in ((pair_chosen[j], coef_chosen[j]), (pair_rejected[j], coef_rejected[j])):
+            w = curvature[j] * coef * coef / beta2
+            for h in range(path_lengths[k]):
+                diag_out[path_states[k, h], path_actions[k, h]] += w
+    for k in range(path_lengths.shape[0]):
+        occ_work[path_states[k, 0]] += dlog_ratio[k]  # c(s₀)
+    for s in range(n_states):
+        occ_work[s] = abs(occ_work[s])
+    # occupancy of the |c|-weighted starts, d_c = Σ |c(s₀)| d_{s₀} ≥ Σ |c(s₀)| d_{s₀}(1 − d_{s₀})
+    for s in range(n_states):
+        mu = occ_work[s]
+        if mu == 0.0:
+            continue
+        for a in range(n_actions):
+            lp = logp[s, a]
+            if lp == NEG_INF:
+                continue
+            d = mu * np.exp(lp)
+            diag_out[s, a] += d / beta2
+            nxt = next_state[s, a]
+            if nxt >= 0:
+                occ_work[nxt] += d
