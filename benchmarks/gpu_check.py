@@ -196,6 +196,19 @@ def fenced(text: str, last: int | None = None) -> list[str]:
     return ["```", *lines, "```"] if lines else ["(no output)"]
 
 
+def blocks(text: str) -> list[str]:
+    """Printed text as markdown: each run of table rows ("| … |") and each other line its own
+    block, blank lines between."""
+    lines: list[str] = []
+    for line in (line.rstrip() for line in text.splitlines()):
+        if not line:
+            continue
+        if lines and not (line.startswith("|") and lines[-1].startswith("|")):
+            lines.append("")
+        lines.append(line)
+    return lines + [""]
+
+
 def summary_table(path: Path) -> list[str]:
     """The regret table of an experiment's summary.csv, as markdown."""
     import csv
@@ -228,7 +241,7 @@ def step_section(step: Step, out: Path) -> list[str]:
     if step.name == "cuda_tests":
         lines += fenced(step.stdout, last=25) + [""]
     elif step.name == "bench" and step.passed:
-        lines += [line for line in step.stdout.splitlines() if line.strip()] + [""]
+        lines += blocks(step.stdout)
     elif step.out_dir is not None and step.passed:
         lines += ["Regret table (summary.csv: queries to 10% of π_ref's regret, final and best regret relative "
                   "to π_ref's):", "", *summary_table(out / step.out_dir / "summary.csv"), "",

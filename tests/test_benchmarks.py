@@ -30,14 +30,22 @@ def run_script(*args, pythonpath=(), timeout=600):
 
 
 _RUNS: dict[tuple, subprocess.CompletedProcess] = {}
+_FOLDERS: dict[str, Path] = {}  # where a script's --quick run wrote its files (bench_update)
+UPDATE = "benchmarks/bench_update.py"
 
 
 @pytest.fixture
-def quick_run():
-    """``quick_run(script)``: the script's ``--quick`` run, made once per session."""
+def quick_run(tmp_path_factory):
+    """``quick_run(script)``: the script's ``--quick`` run, made once per session
+    (bench_update writes its figure and summary table to a temporary folder)."""
     def get(script):
         if script not in _RUNS:
-            _RUNS[script] = run_script(script, "--quick")
+            args = [script, "--quick"]
+            if script == UPDATE:
+                folder = tmp_path_factory.mktemp("bench_update")
+                args += ["--figures", str(folder), "--out", str(folder / "bench_update")]
+                _FOLDERS[script] = folder
+            _RUNS[script] = run_script(*args)
         return _RUNS[script]
     return get
 
@@ -115,30 +123,94 @@ def test_bench_soft_ratios(quick_run):
     assert "target >= 10x at >= 1e6 pairs: not judged" in result.stdout  # --quick stops below 1e6
 
 
-def test_bench_update_rounds(quick_run):
-    """Parts 1 and 3 (no torch needed)."""
-    result = quick_run("benchmarks/bench_update.py")
+def finite(text: str) -> float:
+    """A number printed as "8.54e-08", "493.0" or "3,060", checked finite and >= 0."""
+    value = float(text.replace(",", ""))
+    assert math.isfinite(value) and value >= 0, text
+    return value
+
+
+def test_bench_update_scale(quick_run):
+    """Parts 1-3 (no torch needed): a round in solve_soft calls, the large-tree run, the long run."""
+    result = quick_run(UPDATE)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    rows = table(out, "| instance | params | rounds | run() s | ms/round (all)")
-    assert {row["instance"] for row in rows} == {"token_tree(4,2) [16 responses]",
-                                                "token_tree(4,4) [256 responses]"}
+    rows = table(out, "| solver | rounds | ms/round | update ms")
+    assert [row["solver"] for row in rows] == ["Newton", "L-BFGS-B", "Newton, rounds 1–2"]
     for row in rows:
-        for column in ("run() s", "ms/round (all)", "ms/round (last decile)", "update ms (all)",
-                       "objective evals/update (last decile)", "distinct pairs"):
+        for column in ("ms/round", "update ms", "iterations/update", "round / solve_soft (median)",
+                       "round / solve_soft (best)"):
             number(row[column])
-    deciles = table(out, "| decile | rounds | distinct pairs | ms/round")
+        done, total = row["rounds converged"].split("/")
+        assert int(total) == int(row["rounds"]) and 0 <= int(done) <= int(total)
+    assert rows[0]["rounds converged"] == f"{rows[0]['rounds']}/{rows[0]['rounds']}"  # Newton converges
+    (line,) = re.findall(r"target a round of XPO <= 100 solve_soft calls, .*", out)
+    match = re.search(r": not judged \(--quick.*\) \(Newton (\S+) solves per round; L-BFGS-B (\S+) solves "
+                      r"per round over 2 rounds\)$", line)
+    assert match, line  # --quick runs a tiny tree: the target is not judged, the ratios are printed
+    assert finite(match.group(1)) > 0 and finite(match.group(2)) > 0
+    assert re.search(r"Newton vs L-BFGS-B over the same rounds 1–2: \d+(?:\.\d)?x faster per round", out)
+
+    (row,) = table(out, "| rounds | run() s | setup s | ms/round (mean)")
+    number(row["ms/round (mean)"]), number(row["round / solve_soft"])
+    assert row["rounds converged"] == f"{row['rounds']}/{row['rounds']}"
+    assert re.search(r"target 100 rounds on token_tree\(8,6\), every round converged: not judged .*"
+                     rf"\({row['rounds']}/{row['rounds']} rounds converged", out)
+
+    deciles = table(out, "| decile | rounds | distinct pairs at the end | ms/round")
     assert [row["decile"] for row in deciles] == [str(d) for d in range(1, 11)]
-    assert "flat once distinct pairs saturate" in out
-    (row,) = table(out, "| rounds | run() s (best of")
-    number(row["instrumented run s"]), number(row["of which update() s"]), number(row["objective evals"])
-    assert re.search(r"target 1,000 rounds in < 10 s: not judged", out)
+    for row in deciles:
+        number(row["ms/round"]), number(row["update ms"])
+    match = re.search(r"per-round cost over the run: last decile / first decile = (\S+) \((flat|not flat)", out)
+    assert match and finite(match.group(1)) > 0
+    assert "target 10,000 rounds on token_tree(8,4): not judged" in out
+
+
+def test_bench_update_regret_agreement(quick_run):
+    """Part 5: Newton's regret curves equal the reference solver's where both converge."""
+    result = quick_run(UPDATE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    rows = table(out, "| instance | algorithm | rounds | Newton converged")
+    assert {row["algorithm"] for row in rows} == {"HybridDPO", "XPO"}
+    for row in rows:
+        finite(row["max abs(Δregret) / regret(π_ref)"])
+        assert int(row["compared rounds"]) > 0
+    match = re.search(r"regret agreement, HybridDPO \(convex\): max \|Δregret\| / regret\(π_ref\) = (\S+) over "
+                      r"(\d+) rounds where both converged, .*: MET$", out, re.MULTILINE)
+    assert match, out  # judged in --quick too, on its small instances
+    assert finite(match.group(1)) <= 1e-6 and int(match.group(2)) > 0
+    match = re.search(r"regret agreement, XPO \(may differ: non-convex, different local minima possible\): "
+                      r"max \|Δregret\| / regret\(π_ref\) = (\S+) over", out)
+    assert match and math.isfinite(finite(match.group(1)))
+
+
+def test_bench_update_figure_and_summary(quick_run):
+    """Part 6's table and figure, and the summary table printed and written to --out.md."""
+    result = quick_run(UPDATE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    rows = table(out, "| instance | responses | solve_soft ms | Newton rounds")
+    assert len(rows) == 3
+    for row in rows:
+        number(row["Newton ms/round"]), number(row["solve_soft ms"])
+        ratio(row["speedup (same rounds)"])
+    folder = _FOLDERS[UPDATE]
+    figure = folder / "update_scaling.png"
+    assert figure.is_file() and figure.stat().st_size > 10_000
+    assert f"figure: {figure}" in out
+    summary = table(out, "| part | measure | instance | value | target | verdict |")
+    assert {row["part"] for row in summary} == {"1", "2", "3", "4", "5", "6"}
+    written = (folder / "bench_update.md").read_text()
+    assert "| part | measure | instance | value | target | verdict |" in written
+    assert len(table(written, "| part | measure |")) == len(summary)
 
 
 def test_bench_update_torch_ratios(quick_run):
-    """Part 2: the exact update against torch autograd + Adam, ratios from the same run."""
+    """Part 4: the exact update (Newton, and L-BFGS-B) against torch autograd + Adam, ratios
+    from the same run."""
     pytest.importorskip("torch")
-    result = quick_run("benchmarks/bench_update.py")
+    result = quick_run(UPDATE)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "torch == kernel checks: layer@warm start" in out
@@ -146,17 +218,19 @@ def test_bench_update_torch_ratios(quick_run):
     assert len(costs) == 2
     for row in costs:
         ratio(row["ratio (best torch / numba)"])
-    tolerance = table(out, "| data state | criterion | exact: time to tol ms (evals)")
+    tolerance = table(out, "| data state | criterion | Newton: time to tol ms (evals)")
     primary = [row for row in tolerance if row["criterion"] == "primary"]
     assert len(primary) == 2
     for row in primary:  # --quick's Adam step cap reaches the primary tolerance on both states
-        ratio(row["ratio Adam / exact (time to tol)"])
-        ratio(row["ratio Adam / exact full update()"])
-    verdicts = re.findall(r"target exact >= 20x faster to the primary tolerance, .*: (?:MET|NOT MET) "
+        number(row["Newton: time to tol ms (evals)"]), number(row["L-BFGS-B: time to tol ms (evals)"])
+        ratio(row["ratio Adam / Newton (time to tol)"])
+        ratio(row["ratio Adam / Newton full update()"])
+        ratio(row["ratio Adam / L-BFGS-B (time to tol)"])
+    verdicts = re.findall(r"target exact \(Newton\) >= 20x faster to the primary tolerance, .*: (?:MET|NOT MET) "
                           r"\(time to tol (\d+(?:\.\d+)?)x; against the full update\(\) call "
-                          r"(\d+(?:\.\d+)?)x\)", out)
+                          r"(\d+(?:\.\d+)?)x; L-BFGS-B time to tol (\d+(?:\.\d+)?)x\)", out)
     assert len(verdicts) == 2, out
-    assert all(float(v) > 0 for pair in verdicts for v in pair)
+    assert all(float(v) > 0 for triple in verdicts for v in triple)
 
 
 def test_bench_torch_throughput(quick_run):
@@ -191,13 +265,17 @@ def test_bench_torch_skips_without_torch(without_torch):
     assert "skipped: torch is not importable (torch blocked by test_benchmarks)" in result.stdout
 
 
-def test_bench_update_skips_part2_without_torch(without_torch):
-    result = run_script("benchmarks/bench_update.py", "--quick", "--max-rounds", "20",
-                        pythonpath=[without_torch])
+def test_bench_update_skips_part4_without_torch(without_torch, tmp_path):
+    result = run_script(UPDATE, "--quick", "--long-rounds", "20", "--figures", str(tmp_path),
+                        "--out", str(tmp_path / "bench_update"), pythonpath=[without_torch])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     out = result.stdout
     assert "skipped: torch is not importable (torch blocked by test_benchmarks)" in out
     assert "torch not installed" in out  # the header
-    table(out, "| instance | params | rounds | run() s | ms/round (all)")
-    table(out, "| rounds | run() s (best of")
+    table(out, "| solver | rounds | ms/round | update ms")
+    table(out, "| decile | rounds | distinct pairs at the end | ms/round")
+    table(out, "| instance | algorithm | rounds | Newton converged")
+    summary = table(out, "| part | measure | instance | value | target | verdict |")
+    assert any(row["part"] == "4" and row["value"] == "skipped (no torch)" for row in summary)
+    assert (tmp_path / "update_scaling.png").is_file()

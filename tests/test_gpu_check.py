@@ -162,8 +162,8 @@ def test_gpu_preset_code_path_on_a_shrunken_preset(torch, experiment, tmp_path, 
                                 distill_steps=20)
     monkeypatch.setitem(experiment.PRESETS, "gpu", small)
     out, figures = tmp_path / "out", tmp_path / "figures"
-    code = experiment.main(["--preset", "gpu", "--allow-cpu", "--seeds", "1", "--rounds", "2", "--eval-every", "1",
-                            "--tabular", "logits", "--out", str(out), "--figures", str(figures)])
+    code = experiment.main(["--preset", "gpu", "--allow-cpu", "--precision", "bf16", "--seeds", "1", "--rounds", "2",
+                            "--eval-every", "1", "--tabular", "logits", "--out", str(out), "--figures", str(figures)])
     assert code == 0
     captured = capsys.readouterr()
     assert "warning: --preset gpu is sized for a GPU" in captured.err

@@ -10,7 +10,7 @@ from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO,
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, CountUCB, ExPO, IterativeDPO
-from xpo_sim.metrics import optimal_mass, regret, seen_mass
+from xpo_sim.metrics import coverability, optimal_mass, regret, seen_mass
 from xpo_sim.policies import ImplicitRewardClass, LinearRewardClass, LogitsClass, PolicyClass, RewardClass
 from xpo_sim.preferences import Argmax, BradleyTerry
 from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
@@ -27,6 +27,7 @@ __all__ = [
     "evaluate",
     "occupancy",
     "regret",
+    "coverability",
     "optimal_mass",
     "seen_mass",
     "sample_trajectories",

@@ -180,7 +180,9 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     optimal whatever the other coordinates; the smallest value gives θ_k = lo (a constant
     coordinate does not matter). These coordinates are fixed and the rest (if any) are
     maximized by L-BFGS-B from the better of the free box's centre and the gradient-sign
-    vertex. With one-hot features (the implicit class, where each (s, a) occurs at most
+    vertex; when that ends uncertified (L-BFGS-B stalls on the narrow ridges of a
+    saturated softmax), projected Newton steps polish it with the exact Hessian
+    −Cov_θ(Φ)/β² over the prompt's groups, and the other start is tried. With one-hot features (the implicit class, where each (s, a) occurs at most
     once per trajectory) every coordinate is fixed: the maximizer is the vertex
     θ = hi on τ's own parameters, lo elsewhere; so it is for the level indicators of the
     combination lock and the cluster indicators of the feature bandit. Each numerical
@@ -210,6 +212,12 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
         Refuse (ValueError) to enumerate more trajectories than this.
     return_details : bool
         Return a :class:`CoverabilityDetails` instead of the float.
+
+    Returns
+    -------
+    float
+        C_cov(Π) ≥ 1 (1 exactly when the class is a single policy), at most the largest
+        number of distinct Φ(τ) of a prompt; or the details.
     """
     cls = _reward_class(mdp, beta, policy, features, box, support)
     beta = cls.beta
@@ -244,6 +252,8 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
         block = phi_rep[members]
         col_max = block.max(axis=0).toarray().ravel()
         col_min = block.min(axis=0).toarray().ravel()
+        if dense is not None:
+            block = dense[members]
         for g in members:
             row = dense[g] if dense is not None else phi_rep[g].toarray().ravel()
             log_gain[g], gaps[g], optimized = solver.solve(int(x), row, col_max, col_min, lo, hi, block,
@@ -326,10 +336,10 @@ def _trajectory_features(mdp: TokenMDP, batch: TrajectoryBatch, features: sp.csr
     trajectory–(s, a) incidence matrix with F, in canonical form (sorted indices, no
     explicit zeros) so that equal rows have equal stored entries."""
     n, width = batch.states.shape
-    steps = np.arange(width)[None, :] < batch.lengths[:, None]
-    rows = np.broadcast_to(np.arange(n)[:, None], (n, width))[steps]
+    steps = np.arange(width)[None, :] < batch.lengths[:, None]  # row-major: trajectory after trajectory
     cols = batch.states[steps] * mdp.n_actions + batch.actions[steps]
-    incidence = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, mdp.n_pairs))
+    indptr = np.concatenate([[0], np.cumsum(batch.lengths)])
+    incidence = sp.csr_matrix((np.ones(cols.size), cols, indptr), shape=(n, mdp.n_pairs))
     phi = sp.csr_matrix(incidence @ sp.csr_matrix(features))
     phi.sum_duplicates()
     phi.eliminate_zeros()
@@ -356,8 +366,14 @@ def _group_rows(starts: np.ndarray, phi: sp.csr_matrix) -> tuple[np.ndarray, np.
         cols[row, slot] = phi.indices
         vals[row, slot] = phi.data
         key = np.hstack([starts[:, None].astype(np.float64), cols, vals])
-    _, rep, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    return group.ravel().astype(np.int64), rep.astype(np.int64)
+    # lexicographic sort of the rows (stable, so each group's first row is its earliest)
+    order = np.lexsort(key.T[::-1])
+    ordered = key[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    group = np.empty(n, dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    return group, order[first].astype(np.int64)
 
 
 class _SupSolver:
@@ -391,7 +407,7 @@ class _SupSolver:
         return value, (phi - mean) / self.beta
 
     def solve(self, x: int, phi: np.ndarray, col_max: np.ndarray, col_min: np.ndarray, lo: float, hi: float,
-              block: sp.csr_matrix, log_w: np.ndarray):
+              block, log_w: np.ndarray):
         """(g, certified gap, whether the optimizer ran) for the group (x, Φ); ``block``
         and ``log_w`` are the Φ rows and log π_ref-masses of all of x's groups (for the
         Newton polish)."""

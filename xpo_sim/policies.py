@@ -18,8 +18,9 @@ so the DPO margin of two responses to one prompt is θ·(Φ(τ₊) − Φ(τ₋)
 logistic regression on feature differences, convex in θ. XPO's bonus
 α Σᵢ log π_θ(ỹᵢ) = (α/β) Σᵢ [θ·Φ(ỹᵢ) − V̂_θ(s₀ᵢ)] + const is concave (V̂ is a
 log-partition, convex in θ), so with α > 0 the objective is not convex and the update
-returns the stationary point that L-BFGS-B reaches from the previous iterate (a local
-minimum in practice). The gradient: the kernel returns ∂L/∂r̂(s, a) as an (S, A) table G
+returns the local minimizer that the per-round solver reaches by descent from the previous
+iterate (:mod:`xpo_sim.solvers`: projected Newton-CG on exact Hessian-vector products by
+default, L-BFGS-B as the reference; each update's convergence is recorded). The gradient: the kernel returns ∂L/∂r̂(s, a) as an (S, A) table G
 (one backward and one forward sweep); ∂L/∂θ = Σ_{s,a} G(s, a) φ(s, a) = Fᵀ vec(G) with the
 feature matrix F (S·A, d), so one kernel serves every reward class.
 
@@ -45,6 +46,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
+
 from xpo_sim import solvers as _solvers
 from xpo_sim._kernels import newton as _newton
 from xpo_sim._kernels import preference as _kernels
@@ -360,6 +362,21 @@ class ImplicitRewardClass(_LinearRewardBase):
             box = (min(0.0, float(true.min())), max(0.0, float(true.max())))
         super().__init__(mdp, beta, one_hot_features(mask), box, l2=l2, solver=solver, gtol=gtol, ftol=ftol,
                          max_iter=max_iter)
+        self._flat_index = np.flatnonzero(mask.ravel())
+
+    # one-hot features: F θ is a scatter and Fᵀ g a gather (same numbers as the sparse
+    # products, without their per-call overhead, which dominates on small instances)
+    def reward_table(self, params: np.ndarray) -> np.ndarray:
+        table = np.zeros(self.mdp.n_pairs)
+        table[self._flat_index] = params
+        return table.reshape(self.mdp.n_states, self.mdp.n_actions)
+
+    def contract(self, table: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(table, dtype=np.float64).ravel()[self._flat_index]
+
+    def _hessian_diagonal(self, state: dict) -> np.ndarray:
+        super()._hessian_diagonal(state)  # fills self._hv with the (S, A) estimate
+        return self._hv.ravel()[self._flat_index] + 2.0 * self.l2
 
 
 def one_hot_features(mask: np.ndarray) -> sp.csr_matrix:
