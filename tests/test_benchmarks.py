@@ -119,8 +119,14 @@ def test_bench_soft_ratios(quick_run):
         ratio(row["solve ratio"])
         ratio(row["evaluate ratio"])
         number(row["numpy solve ms"]), number(row["xpo_sim solve ms"])
-    table(result.stdout, "| pairs | soft_backward ms | solve_soft ms")
+    for row in table(result.stdout, "| pairs | soft_backward ms | solve_soft ms | solve_soft out= ms"):
+        for column in ("soft_backward ms", "solve_soft ms", "solve_soft out= ms", "evaluate_backward ms",
+                       "evaluate ms", "evaluate out= ms", "solve BW fraction (kernel)",
+                       "evaluate BW fraction (kernel)"):
+            number(row[column])
     assert "target >= 10x at >= 1e6 pairs: not judged" in result.stdout  # --quick stops below 1e6
+    assert ("bandwidth target: soft_backward and evaluate_backward >= 50% of copy bandwidth at 1e7 pairs: "
+            "not judged") in result.stdout
 
 
 def finite(text: str) -> float:

@@ -72,25 +72,65 @@ def _check_mdp(mdp) -> TokenMDP:
     return mdp
 
 
-def solve_soft(mdp: TokenMDP, beta: float) -> SoftSolution:
+def _output_arrays(out, shapes, names, what, inputs=()):
+    """The caller's output arrays for ``what``, checked: ``out`` is a tuple/list of arrays
+    (or a previous result, whose arrays ``names`` are reused) matching ``shapes``, each a
+    writable C-contiguous float64 array, none overlapping another or one of ``inputs``."""
+    if isinstance(out, (SoftSolution, PolicyEvaluation)):
+        out = tuple(getattr(out, name) for name in names)
+    if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+        raise ValueError(f"out= of {what} must be a tuple of {len(shapes)} arrays "
+                         f"({', '.join(names)}), got {type(out).__name__}"
+                         + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    for name, array, shape in zip(names, out, shapes):
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"out= of {what}: {name} must be a numpy array, got {type(array).__name__}")
+        if array.shape != shape or array.dtype != np.float64:
+            raise ValueError(f"out= of {what}: {name} must have shape {shape} and dtype float64, "
+                             f"got shape {array.shape} and dtype {array.dtype}")
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            raise ValueError(f"out= of {what}: {name} must be a writable C-contiguous array")
+    for i, array in enumerate(out):
+        for other in (*out[i + 1:], *inputs):
+            if np.may_share_memory(array, other):
+                raise ValueError(f"out= of {what}: {names[i]} overlaps another output or an input array")
+    return tuple(out)
+
+
+def solve_soft(mdp: TokenMDP, beta: float, out=None) -> SoftSolution:
     """Solve the soft Bellman equations of ``mdp`` at temperature ``beta`` exactly.
 
-    Raises ValueError when ``beta`` is not a positive finite number.
+    ``out``: optional output arrays ``(q, v, logp)`` of shapes (S, A), (S,), (S, A), float64,
+    C-contiguous, writable — or a previous :class:`SoftSolution` of the same MDP, whose
+    arrays are then overwritten. They are filled and returned in the result, so a loop that
+    solves repeatedly allocates nothing (``sol = solve_soft(mdp, b, out=sol)``).
+
+    Raises ValueError when ``beta`` is not a positive finite number or ``out`` does not fit.
     """
     _check_mdp(mdp)
     beta = check_beta(beta)
-    q = np.empty((mdp.n_states, mdp.n_actions))
-    v = np.empty(mdp.n_states)
-    logp = np.empty((mdp.n_states, mdp.n_actions))
+    S, A = mdp.n_states, mdp.n_actions
+    if out is None:
+        q = np.empty((S, A))
+        v = np.empty(S)
+        logp = np.empty((S, A))
+    else:
+        q, v, logp = _output_arrays(out, [(S, A), (S,), (S, A)], ("q", "v", "logp"), "solve_soft",
+                                    (mdp.next_state, mdp.reward, mdp.ref_logp))
     _kernels.soft_backward(mdp.next_state, mdp.reward, mdp.ref_logp, beta, q, v, logp)
     return SoftSolution(beta=beta, q=q, v=v, logp=logp, value=float(mdp.start @ v))
 
 
-def evaluate(mdp: TokenMDP, logp, beta: float) -> PolicyEvaluation:
+def evaluate(mdp: TokenMDP, logp, beta: float, out=None) -> PolicyEvaluation:
     """Exact J_β, expected reward and KL to π_ref of the policy with per-state
     log-probabilities ``logp`` (S, A).
 
     A policy that puts mass on a token π_ref disallows has infinite KL and J_β = −inf.
+
+    ``out``: optional output arrays ``(v, reward_to_go, kl_to_go)``, each (S,) float64,
+    C-contiguous, writable (or a previous :class:`PolicyEvaluation` of the same MDP, whose
+    arrays are then overwritten); filled and returned in the result, so repeated calls
+    allocate nothing when ``logp`` is already a C-contiguous float64 (S, A) array.
     """
     _check_mdp(mdp)
     beta = check_beta(beta)
@@ -98,8 +138,13 @@ def evaluate(mdp: TokenMDP, logp, beta: float) -> PolicyEvaluation:
     if table.shape != (mdp.n_states, mdp.n_actions) or table.dtype != np.float64:
         table = mdp.check_policy(table)  # raises on a wrong shape or dtype
     table = np.ascontiguousarray(table)
-    reward_to_go = np.empty(mdp.n_states)
-    kl_to_go = np.empty(mdp.n_states)
+    S = mdp.n_states
+    if out is None:
+        v, reward_to_go, kl_to_go = np.empty(S), np.empty(S), np.empty(S)
+    else:
+        v, reward_to_go, kl_to_go = _output_arrays(
+            out, [(S,), (S,), (S,)], ("v", "reward_to_go", "kl_to_go"), "evaluate",
+            (table, mdp.next_state, mdp.reward, mdp.ref_logp))
     bad = _kernels.evaluate_backward(mdp.next_state, mdp.reward, mdp.ref_logp, table, POLICY_TOL,
                                      reward_to_go, kl_to_go)
     if bad >= 0:
@@ -110,7 +155,8 @@ def evaluate(mdp: TokenMDP, logp, beta: float) -> PolicyEvaluation:
     reward = float(mdp.start[prompts] @ reward_to_go[prompts])
     kl = float(mdp.start[prompts] @ kl_to_go[prompts])
     with np.errstate(invalid="ignore"):
-        v = reward_to_go - beta * kl_to_go
+        np.multiply(kl_to_go, -beta, out=v)
+        v += reward_to_go
     return PolicyEvaluation(
         beta=beta,
         value=reward - beta * kl,

@@ -18,10 +18,17 @@ Policy evaluation (``evaluate_backward``), for any per-state policy π::
     K(s) = Σ_a π(a|s) [ log π(a|s) − log π_ref(a|s) + K(s') ]     (KL to π_ref to go)
 
 Occupancy (``occupancy_forward``): d(s) = ρ(s) + Σ_{(u,a): s'(u,a)=s} d(u) π(a|u).
+
+The two backward sweeps that every objective evaluation runs (``soft_backward``,
+``evaluate_backward``) take their exponentials from ``fast_exp`` (``_kernels/fast_exp.py``,
+within 1 ulp of ``np.exp``) in a loop of its own, which LLVM vectorizes; libm's scalar
+``exp`` would be called once per pair.
 """
 
 import numpy as np
 from numba import njit
+
+from xpo_sim._kernels.fast_exp import fast_exp, mul_add
 
 NEG_INF = -np.inf
 
@@ -37,6 +44,8 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
 
     A disallowed token (ref_logp = −inf) needs no branch: its x = −inf contributes
     exp(−inf) = 0 to the sum and gets log π* = −inf. Every row allows some token.
+    Per state: one pass computes Q and x = log π_ref + Q/β (kept in ``logp_out``) and the
+    row max; one vectorized pass sums exp(x − max); one subtracts the log-sum-exp.
     """
     n_states, n_actions = reward.shape
     inv_beta = 1.0 / beta
@@ -48,12 +57,12 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
             if nxt >= 0:
                 q += v_out[nxt]
             q_out[s, a] = q
-            x = ref_logp[s, a] + q * inv_beta
+            x = mul_add(ref_logp[s, a], q, inv_beta)
             logp_out[s, a] = x
             m = max(m, x)
         total = 0.0
         for a in range(n_actions):
-            total += np.exp(logp_out[s, a] - m)
+            total += fast_exp(logp_out[s, a] - m)
         lse = m + np.log(total)
         v_out[s] = beta * lse
         for a in range(n_actions):
@@ -68,29 +77,33 @@ def evaluate_backward(next_state, reward, ref_logp, logp, tol, reward_out, kl_ou
     where ``ref_logp = -inf`` makes K infinite (π is not absolutely continuous).
     Validates as it goes: returns −1, or the first state whose row has a NaN/+inf entry
     or does not sum to 1 within ``tol`` (the caller then explains the error).
+    Per state: one vectorized pass computes π(a|s) = exp(logp) into a row buffer (and
+    counts NaN/+inf entries), a second accumulates R and K.
     """
     n_states, n_actions = reward.shape
     bad = -1
+    p_row = np.empty(n_actions)
     for s in range(n_states - 1, -1, -1):
-        r_acc = 0.0
-        kl_acc = 0.0
         mass = 0.0
+        n_bad = 0
         for a in range(n_actions):
             lp = logp[s, a]
-            if not lp < np.inf:  # NaN or +inf
-                bad = s
-            p = np.exp(lp)
+            n_bad += 0 if lp < np.inf else 1  # NaN or +inf
+            p = fast_exp(lp)
+            p_row[a] = p
             mass += p
+        r_acc = 0.0
+        kl_acc = 0.0
+        for a in range(n_actions):
+            p = p_row[a]
             nxt = next_state[s, a]
-            r_next = 0.0
-            kl_next = 0.0
-            if nxt >= 0:
-                r_next = reward_out[nxt]
-                kl_next = kl_out[nxt]
+            j = max(nxt, 0)
+            r_next = reward_out[j] if nxt >= 0 else 0.0
+            kl_next = kl_out[j] if nxt >= 0 else 0.0
             r_acc += p * (reward[s, a] + r_next)
-            term = p * (lp - ref_logp[s, a] + kl_next)
+            term = p * (logp[s, a] - ref_logp[s, a] + kl_next)
             kl_acc += term if p > 0.0 else 0.0
-        if abs(mass - 1.0) > tol:
+        if n_bad > 0 or abs(mass - 1.0) > tol:
             bad = s
         reward_out[s] = r_acc
         kl_out[s] = kl_acc
