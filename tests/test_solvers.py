@@ -152,19 +152,30 @@ def test_where_the_argmin_is_not_unique_both_solvers_reach_the_same_minimum():
     assert values["newton"] == pytest.approx(values["lbfgsb"], rel=1e-9)
 
 
-def test_newton_reaches_a_value_no_worse_than_lbfgsb_with_the_bonus():
-    """With α > 0 (non-convex) the two solvers may stop at different stationary points; from
-    the same data and warm start the Newton point is at least as good to 1e-9."""
+def test_with_the_bonus_newton_returns_a_local_minimum():
+    """With α > 0 (non-convex) the solvers may stop at different local minima (a helper found
+    one where L-BFGS-B's is lower by 1e-3, with a barrier between them). What the Newton
+    update promises is a local minimizer: projected gradient ≈ 0, no descent along random
+    feasible directions, and non-negative curvature on the free coordinates."""
     mdp = envs.token_needle(4, 3, 1e-2, seed=2)
     rng = np.random.default_rng(3)
     data = random_data(mdp, rng, n_pairs=30, n_explore=30)
-    values = {}
-    for solver in ("newton", "lbfgsb"):
-        cls = ImplicitRewardClass(mdp, 0.1, solver=solver)
-        theta = cls.update(cls.initial_params(), data, 0.05)
-        values[solver] = cls.objective(theta, data, 0.05)[0]
-        assert cls.solve_results[-1].converged
-    assert values["newton"] <= values["lbfgsb"] + 1e-9 * abs(values["lbfgsb"])
+    cls = ImplicitRewardClass(mdp, 0.1, box=(0.0, 1.0))
+    theta = cls.update(cls.initial_params(), data, 0.05)
+    assert cls.solve_results[-1].converged
+    value, grad = cls.objective(theta, data, 0.05)
+    lo, hi = cls.box
+    assert np.abs(theta - np.clip(theta - grad, lo, hi)).max() < 1e-6
+    free = (theta > lo + 1e-9) & (theta < hi - 1e-9)
+    assert free.sum() >= 3  # interior coordinates exist: the curvature check is not vacuous
+    for _ in range(20):
+        direction = rng.normal(size=theta.size) * free
+        direction /= np.linalg.norm(direction)
+        curvature = direction @ cls.hessian_vector(theta, direction, data, 0.05)
+        assert curvature >= -1e-8
+        for step in (1e-3, 1e-2):
+            trial = np.clip(theta + step * direction, lo, hi)
+            assert cls.objective(trial, data, 0.05)[0] >= value - 1e-10
 
 
 def test_a_large_tree_converges_every_round():

@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from xpo_sim._kernels.preference import LOSS_IPO, LOSS_LN_DPO, _sigmoid
+from xpo_sim._kernels.soft import occupancy_forward
 from xpo_sim._kernels.trajectories import sum_along
 
 NEG_INF = -np.inf
@@ -145,7 +146,6 @@ def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, p
     coordinates whose tiny gradients make first-order methods crawl."""
     n_states, n_actions = logp.shape
     for s in range(n_states):
-        occ_work[s] = 0.0
         for a in range(n_actions):
             diag_out[s, a] = 0.0
     beta2 = beta * beta
@@ -154,21 +154,17 @@ def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, p
             w = curvature[j] * coef * coef / beta2
             for h in range(path_lengths[k]):
                 diag_out[path_states[k, h], path_actions[k, h]] += w
+    start = np.zeros(n_states)
     for k in range(path_lengths.shape[0]):
-        occ_work[path_states[k, 0]] += dlog_ratio[k]  # c(s₀)
+        start[path_states[k, 0]] += dlog_ratio[k]  # c(s₀)
     for s in range(n_states):
-        occ_work[s] = abs(occ_work[s])
+        start[s] = abs(start[s])
     # occupancy of the |c|-weighted starts, d_c = Σ |c(s₀)| d_{s₀} ≥ Σ |c(s₀)| d_{s₀}(1 − d_{s₀})
+    occupancy_forward(next_state, logp, start, occ_work)
     for s in range(n_states):
         mu = occ_work[s]
         if mu == 0.0:
             continue
         for a in range(n_actions):
-            lp = logp[s, a]
-            if lp == NEG_INF:
-                continue
-            d = mu * np.exp(lp)
-            diag_out[s, a] += d / beta2
-            nxt = next_state[s, a]
-            if nxt >= 0:
-                occ_work[nxt] += d
+            if logp[s, a] > NEG_INF:
+                diag_out[s, a] += mu * np.exp(logp[s, a]) / beta2
