@@ -163,7 +163,7 @@ class _LinearRewardBase:
         self.beta = check_beta(beta)
         self.features = features
         self._features_t = features.T.tocsr()  # Fᵀ as CSR: the contraction is a row-wise matvec
-        self._features_sq_t = features.multiply(features).T.tocsr()  # (F∘F)ᵀ, for diagonal estimates
+        self._features_sq_t = None  # (F∘F)ᵀ, built on first use (diagonal estimates of a general F)
         self.box = _check_box(box)
         self.l2 = _check_nonnegative("l2", l2)
         if solver not in SOLVERS:
@@ -256,14 +256,21 @@ class _LinearRewardBase:
             out += 2.0 * self.l2 * vector
         return out
 
-    def _hessian_diagonal(self, state: dict) -> np.ndarray:
+    def _hessian_diagonal_table(self, state: dict) -> np.ndarray:
+        """The (S, A) estimate of the Hessian's diagonal over r̂ (into ``self._hv``)."""
         arrays = state["arrays"]
         _newton.reward_hessian_diagonal(
             self.mdp.next_state, self._work["logp_work"], self.beta, arrays["path_states"], arrays["path_actions"],
             arrays["path_lengths"], arrays["pair_chosen"], arrays["pair_rejected"], state["coef_chosen"],
             state["coef_rejected"], state["curvature"], state["dlog_ratio"], self._hvp_work[0], self._hv,
         )
-        return self._features_sq_t @ self._hv.ravel() + 2.0 * self.l2
+        return self._hv
+
+    def _hessian_diagonal(self, state: dict) -> np.ndarray:
+        """diag(Fᵀ H F) estimated as (F∘F)ᵀ diag H (exact for one-hot features)."""
+        if self._features_sq_t is None:
+            self._features_sq_t = self.features.multiply(self.features).T.tocsr()
+        return self._features_sq_t @ self._hessian_diagonal_table(state).ravel() + 2.0 * self.l2
 
     def _untouched(self, state: dict) -> np.ndarray | None:
         """Parameters the objective does not depend on: with no bonus weight and a pair loss
@@ -375,8 +382,7 @@ class ImplicitRewardClass(_LinearRewardBase):
         return np.ascontiguousarray(table, dtype=np.float64).ravel()[self._flat_index]
 
     def _hessian_diagonal(self, state: dict) -> np.ndarray:
-        super()._hessian_diagonal(state)  # fills self._hv with the (S, A) estimate
-        return self._hv.ravel()[self._flat_index] + 2.0 * self.l2
+        return self._hessian_diagonal_table(state).ravel()[self._flat_index] + 2.0 * self.l2
 
 
 def one_hot_features(mask: np.ndarray) -> sp.csr_matrix:
