@@ -37,7 +37,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from xpo_sim.data import PreferenceData
-from xpo_sim.mdp import TokenMDP, TrajectoryBatch, check_beta
+from xpo_sim import checks
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.metrics import ConcentrabilityTracker, optimal_mass, seen_mass
 from xpo_sim.policies import loss_kind, make_policy_class
 from xpo_sim.preferences import BradleyTerry
@@ -350,7 +351,7 @@ def check_run_arguments(mdp, algorithm, beta, rounds) -> tuple[float, int]:
         raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
-    beta = check_beta(beta)
+    beta = checks.beta(beta)
     built_for = mdp.info.get("beta")
     if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
         raise ValueError(

@@ -29,7 +29,8 @@ import math
 
 import numpy as np
 
-from xpo_sim.mdp import TokenMDP, check_beta
+from xpo_sim import checks
+from xpo_sim.mdp import TokenMDP
 from xpo_sim.trajectories import as_generator
 
 __all__ = [
@@ -186,7 +187,7 @@ def random_dag(
 def two_arm_needle(beta: float) -> TokenMDP:
     """Proposition 2.1 of Xie et al. (2024): one prompt, two responses, r(good) = 1,
     r(bad) = 0, π_ref(good) = ε = exp(−1/(2β)). Token 0 is the good response."""
-    beta = check_beta(beta)
+    beta = checks.beta(beta)
     log_eps = -1.0 / (2.0 * beta)
     ref_logp = np.array([[log_eps, math.log1p(-math.exp(log_eps))]])
     info = dict(family="two_arm_needle", beta=beta, eps=math.exp(log_eps), log_eps=log_eps,

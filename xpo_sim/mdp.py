@@ -36,20 +36,7 @@ from xpo_sim._kernels import trajectories as _traj_kernels
 NORMALIZATION_TOL = 1e-9
 POLICY_TOL = 1e-6  # how far a policy row's mass may stray from 1 (float32 policies)
 
-__all__ = ["TokenMDP", "TrajectoryBatch", "check_beta", "as_feature_matrix"]
-
-
-def check_beta(beta) -> float:
-    """Return ``beta`` as a float, or raise ValueError unless it is finite and positive."""
-    if isinstance(beta, (bool, np.bool_)):
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
-    try:
-        value = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}") from None
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
-    return value
+__all__ = ["TokenMDP", "TrajectoryBatch", "as_feature_matrix"]
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ from xpo_sim._kernels import newton as _newton
 from xpo_sim._kernels import preference as _kernels
 from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim.data import PreferenceData
-from xpo_sim.mdp import TokenMDP, as_feature_matrix, check_beta
+from xpo_sim import checks
+from xpo_sim.mdp import TokenMDP, as_feature_matrix
 
 __all__ = ["PolicyClass", "RewardClass", "ImplicitRewardClass", "LinearRewardClass", "LogitsClass",
            "POLICY_CLASSES", "make_policy_class"]
@@ -160,7 +161,7 @@ class _LinearRewardBase:
     def __init__(self, mdp: TokenMDP, beta: float, features: sp.csr_matrix, box, *, l2: float = 0.0,
                  solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
         self.mdp = mdp
-        self.beta = check_beta(beta)
+        self.beta = checks.beta(beta)
         self.features = features
         self._features_t = features.T.tocsr()  # Fᵀ as CSR: the contraction is a row-wise matvec
         self._features_sq_t = None  # (F∘F)ᵀ, built on first use (diagonal estimates of a general F)
@@ -444,7 +445,7 @@ class LogitsClass:
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be positive and finite, got {lr!r}")
         self.mdp = mdp
-        self.beta = check_beta(beta)
+        self.beta = checks.beta(beta)
         self.steps = int(steps)
         self.lr = float(lr)
         self.adam_betas = tuple(float(b) for b in adam_betas)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from xpo_sim._kernels import soft as _kernels
-from xpo_sim.mdp import POLICY_TOL, TokenMDP, check_beta
+from xpo_sim import checks
+from xpo_sim.mdp import POLICY_TOL, TokenMDP
 
 __all__ = ["SoftSolution", "PolicyEvaluation", "solve_soft", "evaluate", "occupancy"]
 
@@ -108,7 +109,7 @@ def solve_soft(mdp: TokenMDP, beta: float, out=None) -> SoftSolution:
     Raises ValueError when ``beta`` is not a positive finite number or ``out`` does not fit.
     """
     _check_mdp(mdp)
-    beta = check_beta(beta)
+    beta = checks.beta(beta)
     S, A = mdp.n_states, mdp.n_actions
     if out is None:
         q = np.empty((S, A))
@@ -133,7 +134,7 @@ def evaluate(mdp: TokenMDP, logp, beta: float, out=None) -> PolicyEvaluation:
     allocate nothing when ``logp`` is already a C-contiguous float64 (S, A) array.
     """
     _check_mdp(mdp)
-    beta = check_beta(beta)
+    beta = checks.beta(beta)
     table = np.asarray(logp)
     if table.shape != (mdp.n_states, mdp.n_actions) or table.dtype != np.float64:
         table = mdp.check_policy(table)  # raises on a wrong shape or dtype

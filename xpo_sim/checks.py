@@ -1,0 +1,118 @@
+r"""Argument checks for every public entry point: one definition of each check.
+
+Each function takes the argument's *name* (as the caller spells it) and its value, returns
+the value in canonical form (``int``, ``float``, ``str``) and otherwise raises a
+``ValueError`` that names the argument, says what it must be and shows what it got. They
+reject what Python would silently coerce: ``True`` is not an int, ``"0.1"`` is not a number,
+``1.7`` is not a round number, NaN is not finite.
+
+Public functions and classes validate at their edge and then call private, unchecked
+internals; the round loop of :func:`xpo_sim.run` validates β, the rounds and the options
+once, never inside a round. Modules call these as ``checks.<name>(…)`` (attribute lookup),
+so a test can count the calls.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["integer", "real", "positive", "nonnegative", "probability", "choice", "box", "beta"]
+
+# β range in which the exact core is well defined in float64 (see ``beta``)
+BETA_MIN = 1e-300
+BETA_MAX = 1e300
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def integer(name: str, value, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum] (a Python or numpy integer, not a bool,
+    not a float, not a string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int{_range_text(minimum, maximum)}, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an int{_range_text(minimum, maximum)}, got {value!r}")
+    return int(value)
+
+
+def _range_text(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""
+
+
+def real(name: str, value, *, low: float = -math.inf, high: float = math.inf,
+         low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high`` (closed unless
+    ``low_open``/``high_open``); finite unless ``finite=False``. NaN is always rejected."""
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    what = "a finite number" if finite else "a number"
+    if low != -math.inf or high != math.inf:
+        what += f" in {lo}{low:g}, {high:g}{hi}"
+    if not _is_real(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    number = float(value)
+    ok = not math.isnan(number) and (math.isfinite(number) or not finite)
+    ok = ok and (number > low if low_open else number >= low) and (number < high if high_open else number <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return number
+
+
+def positive(name: str, value) -> float:
+    """A finite number > 0."""
+    if not _is_real(value) or not (math.isfinite(float(value)) and float(value) > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def nonnegative(name: str, value) -> float:
+    """A finite number >= 0."""
+    if not _is_real(value) or not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def probability(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
+    """A probability in [0, 1] (endpoints excluded on request)."""
+    return real(name, value, low=0.0, high=1.0, low_open=low_open, high_open=high_open)
+
+
+def choice(name: str, value, options: Iterable[str]) -> str:
+    """One of ``options`` (compared as given; the message lists them)."""
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"unknown {name} {value!r}: expected one of {options}")
+    return value
+
+
+def box(name: str, value) -> tuple[float, float]:
+    """A pair (lo, hi) of finite numbers with lo <= hi."""
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair of finite numbers lo <= hi, got {value!r}") from None
+    if not (_is_real(lo) and _is_real(hi)) or not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name} must be a pair of finite numbers lo <= hi, got {value!r}")
+    return float(lo), float(hi)
+
+
+def beta(value, name: str = "beta") -> float:
+    """The KL weight β as a float in [BETA_MIN, BETA_MAX]: positive and finite, and inside
+    the range where the exact core's float64 arithmetic (r/β, β·log-sums) stays exact."""
+    number = positive(name, value)
+    if not BETA_MIN <= number <= BETA_MAX:
+        raise ValueError(f"{name} must lie in [{BETA_MIN:g}, {BETA_MAX:g}] (the range the exact float64 "
+                         f"computation supports), got {value!r}")
+    return number
