@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 import xpo_sim
 from xpo_sim import envs, losses
 from xpo_sim._kernels import preference as pref_kernels
-from xpo_sim.algorithms import COLUMNS
+from xpo_sim.recorder import COLUMNS
 from xpo_sim.data import PreferenceData
 from xpo_sim.policies import ImplicitRewardClass, LogitsClass
 
@@ -223,7 +223,7 @@ def test_every_algorithm_runs_on_bandits_trees_and_dags(algorithm, policy):
 
 
 def test_offline_dpo_with_a_fixed_budget_is_one_round():
-    df = xpo_sim.run(envs.bandit(4), xpo_sim.OfflineDPO(n_pairs=30), 0.5, 100, seed=0)
+    df = xpo_sim.run(envs.bandit(4), xpo_sim.OfflineDPO(dataset_size=30), 0.5, 100, seed=0)
     assert list(df["round"]) == [0, 1] and df.pairs.iloc[-1] == 30
 
 
@@ -243,7 +243,7 @@ def test_history_sampler_uses_past_iterates():
         (lambda: xpo_sim.XPO(sampler="prior"), "unknown sampler"),
         (lambda: xpo_sim.XPO(schedule="cosine"), "unknown schedule"),
         (lambda: xpo_sim.OnlineDPO(batch=0), "batch"),
-        (lambda: xpo_sim.OfflineDPO(n_pairs=0), "batch"),
+        (lambda: xpo_sim.OfflineDPO(dataset_size=0), "dataset_size"),
     ],
 )
 def test_bad_algorithm_options(make, message):
@@ -259,7 +259,7 @@ def test_bad_run_options():
         xpo_sim.run(mdp, xpo_sim.XPO(), 0.1, 5)
     with pytest.raises(ValueError, match="policy class"):
         xpo_sim.run(mdp, xpo_sim.XPO(), 0.2, 5, policy="neural")
-    with pytest.raises(TypeError, match="Algorithm"):
+    with pytest.raises(ValueError, match="Algorithm"):
         xpo_sim.run(mdp, "XPO", 0.2, 5)
     with pytest.raises(ValueError, match="schedule gave"):
         xpo_sim.run(mdp, xpo_sim.XPO(schedule=lambda t: -1.0), 0.2, 2)

@@ -8,7 +8,7 @@ import pytest
 
 import xpo_sim
 from xpo_sim import envs, losses
-from xpo_sim.algorithms import RoundContext
+from xpo_sim.rounds import RoundContext
 from xpo_sim.methods import CountUCB, extrapolate, ppo_surrogate
 from xpo_sim.policies import ImplicitRewardClass
 from xpo_sim.preferences import Argmax, BradleyTerry
@@ -23,7 +23,7 @@ def bandit(rewards, ref_probs):
 def context(mdp, beta=0.5, seed=0, oracle=None):
     cls = ImplicitRewardClass(mdp, beta, box=(-5.0, 5.0))
     return RoundContext(mdp, beta, np.random.default_rng(seed), oracle or BradleyTerry(), cls,
-                        keep_iterates=False)
+                        keep_history=False)
 
 
 def test_iterative_dpo_pairs_best_against_worst_of_k_samples():
@@ -101,10 +101,10 @@ def test_selm_bonus_is_alpha_beta_on_an_extra_response_from_the_previous_iterate
     algorithm = xpo_sim.SELM(alpha=0.3, batch=3)
     assert algorithm.bonus_weight(1, beta=0.5) == pytest.approx(0.15)
     ctx = context(mdp)
-    ctx.t = 1
-    ctx.previous_logp = np.log(np.array([[1e-12, 1 - 2e-12, 1e-12]]))  # the previous iterate: token 1
-    used = algorithm.collect(ctx)
-    assert used == ["current", "current", "previous"]
+    ctx.begin_round(2)
+    ctx.sampler.iterates.insert(0, np.log(np.array([[1e-12, 1 - 2e-12, 1e-12]])))  # π^{t−1}: token 1
+    algorithm.collect(ctx)
+    assert ctx.used == ["current", "current", "previous"]
     a = ctx.data.arrays()
     assert ctx.data.n_pairs == 3 and ctx.data.n_explored == 3
     assert a["path_actions"][a["explore_path"], 0].tolist() == [1]  # every extra from π^{t−1}
@@ -196,7 +196,7 @@ def test_count_ucb_bonus_and_its_zero_limit():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: xpo_sim.IterativeDPO(k=1), "k must be at least 2"),
+        (lambda: xpo_sim.IterativeDPO(k=1), "k must be an int >= 2"),
         (lambda: xpo_sim.SELM(alpha=-1), "alpha"),
         (lambda: xpo_sim.ExPO(base="PPO"), "base"),
         (lambda: xpo_sim.ExPO(gamma=math.inf), "gamma"),

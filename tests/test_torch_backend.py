@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 import xpo_sim  # noqa: E402
 from xpo_sim import XPO, HybridDPO, OfflineDPO, OnlineDPO, TokenMDP, envs  # noqa: E402
-from xpo_sim.algorithms import COLUMNS  # noqa: E402
+from xpo_sim.recorder import COLUMNS  # noqa: E402
 from xpo_sim.data import PreferenceData  # noqa: E402
 from xpo_sim.policies import LogitsClass  # noqa: E402
 from xpo_sim.torch import PrefixTree, TinyTransformerPolicy, distill, train, with_reference  # noqa: E402
@@ -325,7 +325,7 @@ def test_same_seed_same_frame_other_seed_other_frame(algorithm):
 
 def test_offline_dpo_and_the_untracked_concentrability():
     mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
-    df = train(mdp, OfflineDPO(batch=2, n_pairs=10), 0.5, 5, policy, reference=reference, seed=0,
+    df = train(mdp, OfflineDPO(batch=2, dataset_size=10), 0.5, 5, policy, reference=reference, seed=0,
                track_concentrability=False)
     assert df["round"].tolist() == [0, 1] and df.pairs.tolist() == [0, 10]
     assert df.log_concentrability.isna().all()

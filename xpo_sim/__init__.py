@@ -5,9 +5,10 @@ and coverage of every policy are exact numbers. See ``README.md`` and the module
 docstrings for the mathematics.
 """
 
-from xpo_sim import envs, losses
-from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO, run
+from xpo_sim import checks, envs, losses
+from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO
 from xpo_sim.data import PreferenceData
+from xpo_sim.loop import run
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, CountUCB, ExPO, IterativeDPO
 from xpo_sim.metrics import coverability, optimal_mass, regret, seen_mass

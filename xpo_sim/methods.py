@@ -30,34 +30,20 @@ same columns and exact regret.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from xpo_sim.algorithms import (
-    Algorithm,
-    HybridDPO,
-    OfflineDPO,
-    OnlineDPO,
-    RoundContext,
-    label_and_store,
-    store_pairs,
-)
+from xpo_sim import checks
+from xpo_sim.algorithms import Algorithm, HybridDPO, OfflineDPO, OnlineDPO
+from xpo_sim.rounds import RoundContext, label_and_store, store_pairs
 from xpo_sim.mdp import TokenMDP
 from xpo_sim.policies import LogitsClass, RewardClass
 from xpo_sim.soft import evaluate
 from xpo_sim.trajectories import sample_trajectories, trajectory_reward
 
 __all__ = ["IterativeDPO", "IPO", "LNDPO", "SELM", "ExPO", "RLHF", "CountUCB", "extrapolate", "ppo_surrogate"]
-
-
-def _positive(name: str, value, integer: bool = False) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-    if bad or not math.isfinite(value) or value <= 0 or (integer and int(value) != value):
-        kind = "an int >= 1" if integer else "a positive finite number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -72,11 +58,9 @@ class IterativeDPO(Algorithm):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive("k", self.k, integer=True)
-        if self.k < 2:
-            raise ValueError(f"k must be at least 2 (best against worst), got {self.k}")
+        checks.integer("k", self.k, minimum=2)  # best against worst
 
-    def collect(self, ctx: RoundContext) -> list[str]:
+    def collect(self, ctx: RoundContext) -> None:
         n = self.pairs_in_round(ctx.t)
         prompts = ctx.prompts(n)
         samples = ctx.sample("current", prompts, per_prompt=self.k)
@@ -84,13 +68,11 @@ class IterativeDPO(Algorithm):
         best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
         rows = np.arange(n) * self.k
         store_pairs(ctx.datasets, samples.take(rows + best), samples.take(rows + worst))
-        return ["current"]
 
     def update(self, ctx: RoundContext) -> None:
         data = ctx.data if self.accumulate else ctx.round_data
         if data.n_pairs:  # no informative pair this round: keep the iterate
             ctx.params = ctx.policy_class.update(ctx.params, data, 0.0, self.loss)
-            ctx.logp = ctx.policy_class.policy_logp(ctx.params)
 
 
 @dataclass(frozen=True)
@@ -117,8 +99,7 @@ class SELM(OnlineDPO):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.alpha, bool) or not (math.isfinite(float(self.alpha)) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        checks.nonnegative("alpha", self.alpha)
 
     def alpha_at(self, t: int) -> float:
         return float(self.alpha)
@@ -126,13 +107,12 @@ class SELM(OnlineDPO):
     def bonus_weight(self, t: int, beta: float) -> float:
         return float(self.alpha) * beta
 
-    def collect(self, ctx: RoundContext) -> list[str]:
+    def collect(self, ctx: RoundContext) -> None:
         prompts = ctx.prompts(self.pairs_in_round(ctx.t))
         y, y_other = ctx.sample("current", prompts), ctx.sample("current", prompts)
         extra = ctx.sample("previous", prompts)
         label_and_store(ctx.mdp, ctx.datasets, ctx.oracle, y, y_other, ctx.rng, explored="none")
         store_pairs(ctx.datasets, extra.take([]), extra.take([]), explored=extra)
-        return ["current", "current", "previous"]
 
 
 def extrapolate(ref_logp: np.ndarray, logp: np.ndarray, gamma: float) -> np.ndarray:
@@ -158,10 +138,8 @@ class ExPO(Algorithm):
 
     def __post_init__(self):
         super().__post_init__()
-        if not math.isfinite(self.gamma) or self.gamma < -1:
-            raise ValueError(f"gamma must be finite and >= -1, got {self.gamma!r}")
-        if self.base not in _EXPO_BASES:
-            raise ValueError(f"base must be one of {sorted(_EXPO_BASES)}, got {self.base!r}")
+        checks.real("gamma", self.gamma, low=-1.0)
+        checks.choice("base", self.base, sorted(_EXPO_BASES))
 
     @property
     def _base(self) -> Algorithm:
@@ -177,6 +155,10 @@ class ExPO(Algorithm):
 
     def reported_logp(self, ctx: RoundContext) -> np.ndarray:
         return extrapolate(ctx.mdp.ref_logp, ctx.logp, self.gamma)
+
+
+_NEEDS_REWARD_TABLE = ("it fits an explicit reward model r̂ = Fθ (a reward class) and plans exactly on r̂; "
+                       "the logits class and the transformer parametrize a policy, not a reward table")
 
 
 class _RewardModel:
@@ -222,17 +204,16 @@ class RLHF(Algorithm):
     clip: float = 0.2
     lr: float = 0.1
     policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
+    policy_class_reason: ClassVar[str] = _NEEDS_REWARD_TABLE
 
     def __post_init__(self):
         super().__post_init__()
-        if self.sampler not in ("current", "ref"):
-            raise ValueError(f"sampler must be 'current' or 'ref', got {self.sampler!r}")
-        if self.update_rule not in ("exact", "ppo"):
-            raise ValueError(f"update_rule must be 'exact' or 'ppo', got {self.update_rule!r}")
-        _positive("ppo_samples", self.ppo_samples, integer=True)
-        _positive("ppo_epochs", self.ppo_epochs, integer=True)
-        _positive("clip", self.clip)
-        _positive("lr", self.lr)
+        checks.choice("sampler", self.sampler, ("current", "ref"))
+        checks.choice("update_rule", self.update_rule, ("exact", "ppo"))
+        checks.integer("ppo_samples", self.ppo_samples, minimum=1)
+        checks.integer("ppo_epochs", self.ppo_epochs, minimum=1)
+        checks.positive("clip", self.clip)
+        checks.positive("lr", self.lr)
 
     @property
     def explore_sampler(self) -> str:  # type: ignore[override]
@@ -295,11 +276,11 @@ class CountUCB(Algorithm):
 
     c: float = 0.5
     policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
+    policy_class_reason: ClassVar[str] = _NEEDS_REWARD_TABLE
 
     def __post_init__(self):
         super().__post_init__()
-        if not (math.isfinite(self.c) and self.c >= 0):
-            raise ValueError(f"c must be a finite number >= 0, got {self.c!r}")
+        checks.nonnegative("c", self.c)
 
     def update(self, ctx: RoundContext) -> None:
         if "reward_model" not in ctx.state:

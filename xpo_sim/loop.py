@@ -1,0 +1,269 @@
+r"""The one round loop, :func:`run`, for every algorithm and every policy class.
+
+Round t = 1, 2, … (π¹ = π_ref):
+
+1. ``algorithm.collect(ctx)`` draws prompts s₀ ∼ ρ and responses from the samplers of
+   :data:`xpo_sim.rounds.SAMPLERS`, labels the pairs with the preference oracle and stores
+   them (every algorithm of :mod:`xpo_sim.algorithms` and :mod:`xpo_sim.methods`);
+2. the exact sampling distributions of the round are fed to the concentrability tracker;
+3. ``algorithm.update(ctx)`` sets the next iterate: for the standard configs
+   πᵗ⁺¹ = argmin_π α_t Σ_{explored ỹ} log π(ỹ) + Σ_{pairs} ℓ(π) in the policy class (an exact
+   argmin for the reward classes, ``steps`` optimizer steps for the logits class and the
+   transformer);
+4. the policy ``algorithm.reported_logp(ctx)`` is scored exactly (:mod:`xpo_sim.recorder`).
+
+The policy class is a name of :data:`xpo_sim.policies.POLICY_CLASSES` or an object: one
+implementing :class:`xpo_sim.policies.PolicyClass`, or one that builds such a class for the
+run (``as_policy_class(mdp, beta, **options)``, e.g. :class:`xpo_sim.torch.TinyTransformerPolicy`).
+Arguments are validated here, once; nothing inside the rounds validates them again.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from xpo_sim import checks
+from xpo_sim.algorithms import Algorithm
+from xpo_sim.mdp import TokenMDP
+from xpo_sim.policies import POLICY_CLASSES, make_policy_class
+from xpo_sim.preferences import BradleyTerry
+from xpo_sim.recorder import RunRecorder, recorded_rounds
+from xpo_sim.rounds import RoundContext
+from xpo_sim.solvers import ConvergenceWarning
+from xpo_sim.trajectories import as_generator
+
+__all__ = ["run", "LARGE_INSTANCE"]
+
+LARGE_INSTANCE = 1_000_000
+"""State-action count from which ``progress="auto"`` reports each stage of a run."""
+
+
+def _check_instance(mdp, algorithm, beta: float) -> None:
+    if not isinstance(mdp, TokenMDP):
+        raise ValueError(f"mdp must be a TokenMDP (e.g. xpo_sim.envs.token_tree(4, 3)), got {type(mdp).__name__}")
+    if not isinstance(algorithm, Algorithm):
+        raise ValueError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
+    built_for = mdp.info.get("beta")
+    if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
+        raise ValueError(
+            f"this {mdp.info.get('family')} instance was built for beta={built_for}, but the run "
+            f"was given beta={beta}; build it with the same beta"
+        )
+
+
+def _build_policy_class(mdp: TokenMDP, beta, policy, options: dict):
+    """(policy class, β as a float): β is validated exactly once, by whichever builds the class."""
+    if isinstance(policy, str):
+        if policy not in POLICY_CLASSES:
+            raise ValueError(f"unknown policy class {policy!r}: expected one of {sorted(POLICY_CLASSES)}, an object "
+                             f"implementing xpo_sim.policies.PolicyClass, or a xpo_sim.torch.TinyTransformerPolicy")
+        policy_class = make_policy_class(mdp, beta, policy, **options)  # the class validates β
+        return policy_class, policy_class.beta
+    beta = checks.beta(beta)
+    builder = getattr(policy, "as_policy_class", None)
+    policy_class = builder(mdp, beta, **options) if builder is not None else make_policy_class(mdp, beta, policy,
+                                                                                               **options)
+    own_beta = getattr(policy_class, "beta", None)
+    if own_beta is not None and not math.isclose(own_beta, beta, rel_tol=1e-12):
+        raise ValueError(f"the policy object was built for beta={own_beta}, but the run was given beta={beta}")
+    own_mdp = getattr(policy_class, "mdp", None)
+    if own_mdp is not None and own_mdp is not mdp:
+        raise ValueError("the policy object was built for another TokenMDP than the one given to run")
+    return policy_class, beta
+
+
+class _Progress:
+    """Progress on stderr: a tqdm bar over the rounds, and a line per stage of a large run."""
+
+    def __init__(self, progress, mdp: TokenMDP, algorithm: Algorithm, rounds: int):
+        if progress not in (True, False, "auto"):
+            raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
+        large = mdp.n_states * mdp.n_actions >= LARGE_INSTANCE
+        self.stages = progress is True or (progress == "auto" and large)
+        self.name, self.rounds = algorithm.name, rounds
+        self.start = time.perf_counter()
+        self.bar = None
+        if progress is True or (progress == "auto" and large):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=rounds, desc=algorithm.name, leave=False, file=sys.stderr, mininterval=1.0)
+        self.size = f"{mdp.n_states * mdp.n_actions:.3g} state-actions"
+
+    def stage(self, text: str) -> None:
+        if self.stages:
+            elapsed = time.perf_counter() - self.start
+            message = f"xpo_sim.run [{self.name}, {self.size}, {elapsed:.1f} s]: {text}"
+            if self.bar is not None:
+                self.bar.write(message, file=sys.stderr)
+            else:
+                print(message, file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(
+    mdp: TokenMDP,
+    algorithm: Algorithm,
+    beta: float,
+    rounds: int,
+    seed=0,
+    *,
+    policy="implicit",
+    oracle=None,
+    record: str | Iterable[int] = "all",
+    eval_every: int = 1,
+    max_enumerate: int = 100_000,
+    progress: bool | str = "auto",
+    **policy_options,
+) -> pd.DataFrame:
+    """Run ``algorithm`` for ``rounds`` rounds on ``mdp`` and return the exact metrics.
+
+    Parameters
+    ----------
+    seed
+        An int, None or a ``numpy.random.Generator`` (prompts, samples, labels).
+    policy : "implicit" | "linear" | "logits" | object
+        The policy class, by name from :data:`xpo_sim.policies.POLICY_CLASSES` or as an
+        object: one implementing :class:`xpo_sim.policies.PolicyClass`, or a
+        :class:`xpo_sim.torch.TinyTransformerPolicy` (the instance's π_ref must be its
+        reference's: build the instance with :func:`xpo_sim.torch.with_reference`).
+        Implicit-reward (one reward parameter per response or state-action) and
+        linear-feature reward (θ·φ) classes take the exact per-round argmin; logits and the
+        transformer take Adam steps.
+    policy_options
+        Options of the policy class: ``box``, ``support``, ``l2``, ``solver`` for the reward
+        classes; ``steps``, ``lr`` for the logits class; ``steps``, ``lr``, ``minibatch``,
+        ``device``, ``precision``, ``reference`` for the transformer.
+    oracle
+        Preference oracle with ``prefer(r_a, r_b, rng)``; default Bradley–Terry labels.
+    record
+        "all" rounds, "geometric" (about 60 rows) or a collection of round numbers.
+    eval_every
+        Only every ``eval_every``-th round of ``record`` becomes a row (and rounds 0 and
+        the last). A policy whose exact table is costly (the transformer) is scored on those
+        rounds only, so its ``best_regret`` is the best over the rows.
+    max_enumerate
+        ``log_concentrability`` is computed by enumerating trajectories when there are at
+        most this many, and is NaN otherwise (0 turns it off).
+    progress
+        "auto" (default): a bar and a line per stage on stderr for instances of at least
+        :data:`LARGE_INSTANCE` state-actions; True: always; False: never.
+
+    Columns: ``algorithm``, ``round``, ``pairs`` (preference queries so far), ``alpha``
+    (α_t used for this iterate), ``regret`` = J_β(π*) − J_β(πᵗ), ``best_regret`` (best
+    scored iterate so far), ``reward_regret`` = E_π* r − E_πᵗ r, ``kl_ref`` =
+    KL(πᵗ ‖ π_ref), ``opt_mass`` (πᵗ's mass on reward-maximizing responses),
+    ``seen_star_mass`` (π*-mass on responses in the data), ``distinct_seen``,
+    ``log_concentrability`` (log max_τ π*(τ)/μ̄ₜ(τ); +inf while μ̄ₜ misses a π* response),
+    ``iterate_regret`` (the regret of the trained iterate when the algorithm reports
+    another policy, as ExPO does), ``converged`` (every exact update since the previous
+    row met its tolerance; True for classes that take a fixed number of optimizer steps).
+    An update that stops short also raises a :class:`xpo_sim.solvers.ConvergenceWarning`
+    (the first at once, a count at the end). ``df.attrs`` holds ``seconds`` and ``policy``.
+    """
+    policy_class, beta = _build_policy_class(mdp, beta, policy, policy_options)
+    _check_instance(mdp, algorithm, beta)
+    rounds = algorithm.total_rounds(checks.integer("rounds", rounds, minimum=1))
+    eval_every = checks.integer("eval_every", eval_every, minimum=1)
+    max_enumerate = checks.integer("max_enumerate", max_enumerate, minimum=0)
+    if policy_class.name not in algorithm.policy_classes:
+        reason = getattr(algorithm, "policy_class_reason", "")
+        raise ValueError(f"{algorithm.name} runs with policy in {algorithm.policy_classes}, not "
+                         f"{policy_class.name!r}{': ' + reason if reason else ''}")
+    recorded = recorded_rounds(record, rounds, eval_every)
+    rng = as_generator(seed)
+    oracle = BradleyTerry() if oracle is None else oracle
+    if not callable(getattr(oracle, "prefer", None)):
+        raise ValueError(f"oracle must be a preference oracle with prefer(r_a, r_b, rng) "
+                         f"(e.g. xpo_sim.BradleyTerry()), got {oracle!r}")
+    start_run = getattr(policy_class, "start_run", None)
+    if start_run is not None:
+        start_run(rng)  # e.g. the transformer seeds its torch generator from the run's stream
+
+    started = time.perf_counter()
+    progress = _Progress(progress, mdp, algorithm, rounds)
+    progress.stage("solving the optimum π* exactly")
+    recorder = RunRecorder(mdp, beta, algorithm.name, recorded, max_enumerate)
+    tracker = recorder.tracker
+    ctx = RoundContext(mdp, beta, rng, oracle, policy_class, keep_history=algorithm.explore_sampler == "history")
+    every_round = getattr(policy_class, "exact_every_round", True)
+    history_log_sum = log_previous = log_ref = None  # trajectory log-probs of Σ_i πⁱ, π^{t−1}, π_ref
+    solve_results = getattr(policy_class, "solve_results", None)  # exact classes report each solve
+    stopped_short: list[int] = []
+
+    progress.stage("round 0 (π_ref) scored; running the rounds")
+    recorder.record(0, algorithm.reported_logp(ctx), ctx.data, 0.0, iterate_logp=ctx.logp)
+    # L-BFGS-B's small dense algebra goes through BLAS; a multi-threaded OpenBLAS then spends
+    # milliseconds per call synchronizing threads (30x slower runs on a loaded 2-core machine)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            for t in range(1, rounds + 1):
+                ctx.begin_round(t)
+                algorithm.collect(ctx)
+
+                if tracker.enabled:
+                    log_current = tracker.policy_logp(ctx.logp)
+                    history_log_sum = (log_current if history_log_sum is None
+                                       else np.logaddexp(history_log_sum, log_current))
+                    for name in ctx.used:
+                        if name == "history":
+                            tracker.add(history_log_sum - math.log(t))
+                        elif name == "current":
+                            tracker.add(log_current)
+                        elif name == "previous":
+                            tracker.add(log_current if log_previous is None else log_previous)
+                        else:
+                            log_ref = tracker.policy_logp(mdp.ref_logp) if log_ref is None else log_ref
+                            tracker.add(log_ref)
+                    log_previous = log_current
+
+                ctx.bonus = algorithm.bonus_weight(t, beta)
+                if solve_results is not None:
+                    solve_results.clear()
+                algorithm.update(ctx)
+                converged = True
+                if solve_results:
+                    short = [r for r in solve_results if not r.converged]
+                    if short:
+                        converged = False
+                        stopped_short.append(t)
+                        if len(stopped_short) == 1:
+                            r = short[0]
+                            warnings.warn(
+                                f"{algorithm.name}, round {t}: the {policy_class.name} class's update stopped short "
+                                f"of its tolerance ({r.message}; projected gradient {r.projected_gradient:.2e}, "
+                                f"predicted decrease {r.predicted_decrease:.2e}); the 'converged' column marks "
+                                f"such rounds", ConvergenceWarning, stacklevel=2)
+                if every_round or t in recorded:
+                    recorder.record(t, algorithm.reported_logp(ctx), ctx.data, ctx.bonus, iterate_logp=ctx.logp,
+                                    converged=converged)
+                else:
+                    recorder.skip(converged)
+                progress.advance()
+    finally:
+        progress.close()
+    if len(stopped_short) > 1:
+        warnings.warn(f"{algorithm.name}: {len(stopped_short)} of {rounds} rounds' updates stopped short of their "
+                      f"tolerance (rounds {stopped_short[:10]}{' …' if len(stopped_short) > 10 else ''})",
+                      ConvergenceWarning, stacklevel=2)
+
+    df = recorder.frame()
+    df.attrs.update(seconds=time.perf_counter() - started, policy=policy_class.name)
+    extra = getattr(policy_class, "run_attrs", None)
+    if extra is not None:
+        df.attrs.update(extra())
+    return df
