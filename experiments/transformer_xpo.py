@@ -157,10 +157,11 @@ def parse_args(argv=None):
                              "and multi-threaded torch slows down badly on a loaded machine)")
     args = parser.parse_args(argv)
     preset = args.preset = PRESETS[args.preset]
-    args.seeds = args.seeds or (2 if args.quick else 6)
-    args.rounds = args.rounds or (12 if args.quick else 100)
-    args.eval_every = args.eval_every or (2 if args.quick else 5)
-    args.out = args.out or preset.out
+    # defaults only where the flag was not given: an explicit 0 is an error below, not a default
+    args.seeds = (2 if args.quick else 6) if args.seeds is None else args.seeds
+    args.rounds = (12 if args.quick else 100) if args.rounds is None else args.rounds
+    args.eval_every = (2 if args.quick else 5) if args.eval_every is None else args.eval_every
+    args.out = preset.out if args.out is None else args.out
     args.lr = preset.lr if args.lr is None else args.lr
     args.distill_steps = preset.distill_steps if args.distill_steps is None else args.distill_steps
     args.precision_given = args.precision is not None
@@ -168,7 +169,7 @@ def parse_args(argv=None):
     args.tabular = {"both": TABULAR, "none": ()}.get(args.tabular, (args.tabular,))
     for name in ("seeds", "rounds", "steps", "eval_every", "threads"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.distill_steps < 0:
         parser.error("--distill-steps must be >= 0")
     if not 0 < args.eps < 1:
@@ -212,9 +213,9 @@ def run_seed(replicate: int, args, torch_backend) -> tuple[pd.DataFrame, dict]:
     frames = []
     for label, algorithm in ALGORITHMS:
         start = time.perf_counter()
-        df = torch_backend.train(instance, algorithm, BETA, args.rounds, copy.deepcopy(policy), reference=reference,
-                                 seed=replicate, steps=args.steps, lr=args.lr, eval_every=args.eval_every,
-                                 precision=args.precision)
+        df = xpo_sim.run(instance, algorithm, BETA, args.rounds, seed=replicate, policy=copy.deepcopy(policy),
+                         reference=reference, steps=args.steps, lr=args.lr, eval_every=args.eval_every,
+                         precision=args.precision, progress=False)
         facts[f"seconds {label}"] = time.perf_counter() - start
         frames.append(df.assign(group="transformer", policy="transformer", label=label))
         for policy_class in args.tabular:

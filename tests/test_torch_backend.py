@@ -243,12 +243,12 @@ def test_training_objective_equals_the_tabular_objective_at_the_reference():
         prompts = torch.as_tensor(rng.choice(mdp.n_states, size=6, p=mdp.start))
         y = xpo_sim.TrajectoryBatch(*(x.numpy() for x in policy.sample(prompts, generator)))
         y_tilde = xpo_sim.TrajectoryBatch(*(x.numpy() for x in reference.sample(prompts, generator)))
-        xpo_sim.algorithms.label_and_store(mdp, [data], xpo_sim.BradleyTerry(), y, y_tilde, rng, "second")
+        xpo_sim.rounds.label_and_store(mdp, [data], xpo_sim.BradleyTerry(), y, y_tilde, rng, "second")
     beta, alpha = 0.7, 0.3
     tabular = LogitsClass(mdp, beta)
     for loss in ("dpo", "ipo", "ln_dpo"):
-        objective = _Objective(policy, reference, beta, loss, minibatch=10_000, device=torch.device("cpu"))
-        objective.prepare(data, alpha)
+        objective = _Objective(policy, reference, beta, minibatch=10_000, device=torch.device("cpu"))
+        objective.prepare(data, alpha, loss)
         with torch.no_grad():
             value = float(objective.loss(rng))
         expected, _ = tabular.objective(np.zeros((mdp.n_states, mdp.n_actions)), data, alpha, loss)
@@ -275,13 +275,56 @@ def test_train_rejects_an_instance_whose_reference_is_not_the_transformer():
         train(envs.token_tree(3, 2, seed=0), OnlineDPO(), 0.5, 2, policy)
 
 
-def test_algorithms_with_their_own_round_hooks_are_refused():
-    from xpo_sim.methods import SELM, ExPO
+METHOD_TABLE_ALGORITHMS = [
+    XPO(batch=2), XPO(batch=2, sampler="current"), XPO(batch=2, sampler="history"), OnlineDPO(batch=2),
+    xpo_sim.HybridDPO(batch=2), OfflineDPO(batch=2), xpo_sim.IterativeDPO(k=3, batch=2), xpo_sim.IPO(batch=2),
+    xpo_sim.LNDPO(batch=2), xpo_sim.SELM(batch=2), xpo_sim.ExPO(gamma=0.5, batch=2),
+]
 
+
+@pytest.mark.parametrize("algorithm", METHOD_TABLE_ALGORITHMS, ids=lambda a: f"{a.name}-{a.explore_sampler}")
+def test_every_method_table_algorithm_runs_with_the_transformer_through_run(algorithm):
+    """The one round loop runs the transformer with every algorithm whose update is a policy
+    update (their own collect/update/report hooks included); rows are exact and complete."""
     mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
-    for algorithm in (SELM(), ExPO()):
-        with pytest.raises(ValueError, match="overrides the round hooks"):
-            train(mdp, algorithm, 0.5, 2, policy, reference=reference)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    df = xpo_sim.run(mdp, algorithm, 0.5, 3, seed=0, policy=policy, reference=reference, steps=2, eval_every=2)
+    assert df["round"].tolist() == [0, 2, 3]
+    assert list(df.columns) == COLUMNS
+    assert (df.regret >= 0).all() and np.isfinite(df.regret).all()
+    assert df.pairs.iloc[-1] > 0 and df.attrs["policy"] == "transformer" and df.attrs["sampled_tokens"] > 0
+    assert any(not torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+    # the recorded regret is that of the network's own exact table
+    final = xpo_sim.regret(mdp, algorithm.reported_logp(_FakeContext(mdp, policy.logp_table())), 0.5)
+    assert df.regret.iloc[-1] == pytest.approx(final, rel=1e-12, abs=1e-15)
+
+
+class _FakeContext:
+    def __init__(self, mdp, logp):
+        self.mdp, self.logp = mdp, logp
+
+
+@pytest.mark.parametrize("algorithm", [xpo_sim.RLHF(), xpo_sim.CountUCB()], ids=lambda a: a.name)
+def test_methods_that_need_a_reward_table_say_why_they_refuse_the_transformer(algorithm):
+    mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
+    with pytest.raises(ValueError, match="reward model.*transformer parametrize a policy"):
+        xpo_sim.run(mdp, algorithm, 0.5, 2, policy=policy, reference=reference)
+
+
+def test_train_is_an_alias_of_run():
+    mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
+    a = train(mdp, XPO(batch=3), 0.5, 3, copy.deepcopy(policy), reference=reference, seed=4, steps=2)
+    b = xpo_sim.run(mdp, XPO(batch=3), 0.5, 3, seed=4, policy=copy.deepcopy(policy), reference=reference, steps=2)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_transformer_options_are_checked_at_the_edge():
+    mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
+    for options, name in ((dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(minibatch=1.5), "minibatch"),
+                          (dict(precision="fp16"), "precision"), (dict(reference="ref"), "reference"),
+                          (dict(eval_every=0), "eval_every")):
+        with pytest.raises(ValueError, match=name):
+            xpo_sim.run(mdp, XPO(), 0.5, 2, policy=policy, **{"reference": reference, **options})
 
 
 def test_short_cpu_run_lowers_regret_on_an_easy_instance():

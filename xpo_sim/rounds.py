@@ -101,7 +101,10 @@ class RoundContext:
         self.data = PreferenceData(mdp)
         self.round_data = PreferenceData(mdp)
         self._params = policy_class.initial_params()
-        self._logp: np.ndarray | None = np.array(mdp.ref_logp)
+        # the first iterate is π_ref for the table classes; a class with ``starts_at_ref =
+        # False`` (the transformer) has its own first table, computed when first read
+        self._logp: np.ndarray | None = (np.array(mdp.ref_logp) if getattr(policy_class, "starts_at_ref", True)
+                                         else None)
         self.state: dict = {}
         self.t = 0
         self.bonus = 0.0

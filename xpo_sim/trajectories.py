@@ -22,9 +22,9 @@ def as_generator(seed) -> np.random.Generator:
     """``seed`` as a Generator: an int or None seeds a new PCG64, a Generator passes through."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
         return np.random.default_rng(seed)
-    raise ValueError(f"seed must be an int, None or a numpy.random.Generator, got {seed!r}")
+    raise ValueError(f"seed must be an int >= 0, None or a numpy.random.Generator, got {seed!r}")
 
 
 def sample_trajectories(mdp: TokenMDP, logp, n: int, seed=None, start_states=None) -> TrajectoryBatch:

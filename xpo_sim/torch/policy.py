@@ -395,6 +395,13 @@ class TinyTransformerPolicy(nn.Module):
         valid = torch.arange(width, device=states.device) < lengths.unsqueeze(1)
         return torch.where(valid, steps, torch.zeros_like(steps)).sum(dim=1)
 
+    def as_policy_class(self, mdp: TokenMDP, beta: float, **options):
+        """This transformer as the policy class of one :func:`xpo_sim.run` on ``mdp`` (see
+        :class:`xpo_sim.torch.train.TransformerClass` for ``options``)."""
+        from xpo_sim.torch.train import TransformerClass
+
+        return TransformerClass(self, mdp, beta, **options)
+
     @torch.no_grad()
     def sample(self, start_states: torch.Tensor, generator: torch.Generator | None = None):
         """One response per start state, sampled token by token from the transformer.

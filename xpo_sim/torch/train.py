@@ -1,71 +1,62 @@
-r"""The round loop of :func:`xpo_sim.run` with a transformer policy.
+r"""The transformer as a policy class of :func:`xpo_sim.run`.
 
-Round t = 1, 2, …: draw ``batch`` prompts s₀ ∼ ρ (numpy Generator of the run); sample
-y ∼ πᵗ (or π_ref for OfflineDPO) and ỹ from the algorithm's explore sampler — the frozen
-reference transformer ("ref"), the current transformer ("current"), or a uniformly drawn
-snapshot of π¹ … πᵗ ("history") — token by token on the device with a ``torch.Generator``
-seeded from the run's seed; label each pair with the oracle on the true rewards and store it
-(:func:`xpo_sim.algorithms.label_and_store`, into :class:`xpo_sim.PreferenceData`); then take
-``steps`` Adam steps on the cumulative objective
+``xpo_sim.run(mdp, algorithm, beta, rounds, policy=TinyTransformerPolicy(...), steps=…, lr=…,
+minibatch=…, device=…, precision=…, reference=…)`` runs any algorithm config with the
+transformer: :meth:`TinyTransformerPolicy.as_policy_class` builds a :class:`TransformerClass`
+for the run, and the one round loop of :mod:`xpo_sim.loop` does the rest (sampling,
+labelling, the data, the exact metrics, the concentrability tracker).
 
-    L(θ) = [ Σ_pairs ℓ_DPO(θ) + α_t Σ_explored log π_θ(ỹ) ] / (number of pairs so far),
+* **Parameters** are the transformer itself, trained in place (pass
+  ``copy.deepcopy(policy)`` to keep the original); the reference is a frozen copy.
+* **Update**: ``steps`` Adam steps (moments persist across rounds) on
 
-built from :func:`xpo_sim.losses.dpo_loss` and :func:`xpo_sim.losses.xpo_bonus` — the same
-functions as the tabular path — on float32 sequence log-probabilities of the transformer and
-of the reference, both by teacher forcing on the stored paths (the reference's are computed
-once per distinct path). When the data hold more than ``minibatch`` distinct pairs, each
-step uses ``minibatch`` pairs and explored responses drawn in proportion to their counts (an
-unbiased estimate of L).
+      L(θ) = [ Σ_pairs ℓ(θ) + α_t Σ_explored log π_θ(ỹ) ] / (number of pairs so far),
 
-Every ``eval_every`` rounds (and at rounds 0 and the last) the transformer's exact per-state
-table is extracted and scored by :class:`xpo_sim.algorithms.RunRecorder`: the rows have the
-columns of :func:`xpo_sim.run`, every number exact. ``best_regret`` is the best over the
-*evaluated* iterates. ``log_concentrability`` is exact: when the instance is small enough to
-enumerate (``max_enumerate``) the sampling distributions of every round are fed to the
-tracker, which costs one table extraction per round; ``track_concentrability=False`` skips
-that and leaves the column NaN.
+  with ℓ the pair loss of :mod:`xpo_sim.losses` (``dpo_loss``, ``ipo_loss``,
+  ``ln_dpo_loss``; the same functions as the tabular path) and the bonus
+  :func:`xpo_sim.losses.xpo_bonus`, on float32 sequence log-probabilities of the
+  transformer and of the reference by teacher forcing (the reference's are computed once
+  per distinct path). With more than ``minibatch`` distinct pairs each step uses
+  ``minibatch`` pairs and explored responses drawn in proportion to their counts (an
+  unbiased estimate of L), with the run's random stream.
+* **Sampling** (the samplers of :data:`xpo_sim.rounds.SAMPLERS`) happens token by token on
+  the device from the networks — the frozen reference ("ref"), the current transformer
+  ("current"), the parameters before the last update ("previous"), a uniformly drawn
+  snapshot of π¹…πᵗ ("history") — with a ``torch.Generator`` seeded from the run's stream.
+* **Scoring**: the exact per-state table (:meth:`TinyTransformerPolicy.logp_table`, float32
+  forward passes renormalized in float64) is extracted only when needed — on the recorded
+  rounds (``run(..., eval_every=k)``) and, when the instance is small enough to enumerate
+  (``max_enumerate``), every round for the concentrability tracker (``max_enumerate=0``
+  turns that off). So ``best_regret`` is the best over the recorded rounds.
+* ``precision="bf16"`` autocasts the training forward passes to bfloat16 (for a GPU);
+  parameters, gradients and Adam stay float32 and the exact table is never autocast.
 
-Reproducibility: on CPU the same seed gives the same DataFrame (the initialization is seeded
-by the policy's ``seed``; sampling, labels and minibatches by the run's ``seed``). On CUDA
-runs are reproducible up to the nondeterminism of some GPU kernels.
+Methods that need an explicit reward table (RLHF, count-based UCB) do not run with the
+transformer; :func:`xpo_sim.run` says so. Reproducibility: on CPU the same seeds give the
+same DataFrame; on CUDA up to the nondeterminism of some GPU kernels. Memory: the "history"
+sampler keeps one CPU copy of the parameters per round (about 1.4 MB at the default size).
 
-Memory: the "history" sampler keeps one CPU copy of the parameters per round (about 1.4 MB
-per round at the default size).
+:func:`train` is the former entry point, kept as a thin alias of :func:`xpo_sim.run`.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from xpo_sim import losses
-from xpo_sim.algorithms import Algorithm, RunRecorder, check_run_arguments, label_and_store
+from xpo_sim import checks, losses
 from xpo_sim.data import PreferenceData
+from xpo_sim.loop import run
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
-from xpo_sim.preferences import BradleyTerry
+from xpo_sim.policies import LOSS_KINDS
 from xpo_sim.torch.policy import TinyTransformerPolicy, check_precision, resolve_device, training_precision
-from xpo_sim.trajectories import as_generator
 
-__all__ = ["train", "evaluation_rounds"]
+__all__ = ["TransformerClass", "train"]
 
-PAIR_LOSSES = ("dpo", "ipo", "ln_dpo")
 REFERENCE_TOL = 1e-6  # max |π_ref − π_reference| per token accepted as "the same reference"
-
-
-def evaluation_rounds(rounds: int, eval_every: int) -> set[int]:
-    """Rounds evaluated exactly: 0, every ``eval_every``-th, and the last."""
-    return {0, rounds, *range(eval_every, rounds + 1, eval_every)}
-
-
-def _positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
 
 
 def _to_batch(sampled) -> TrajectoryBatch:
@@ -85,41 +76,162 @@ def _check_reference(mdp: TokenMDP, reference: TinyTransformerPolicy) -> None:
         )
 
 
-class _History:
-    """CPU copies of the parameters of π¹ … πᵗ and a scratch model to sample from them."""
+def _snapshot(policy: TinyTransformerPolicy) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in policy.state_dict().items()}
 
-    def __init__(self, policy: TinyTransformerPolicy):
-        self.snapshots: list[dict[str, torch.Tensor]] = []
-        self.scratch = policy.frozen_copy()
 
-    def add(self, policy: TinyTransformerPolicy) -> None:
-        self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in policy.state_dict().items()})
+class _TransformerSampler:
+    """The samplers of :data:`xpo_sim.rounds.SAMPLERS`, drawn from the networks on the device."""
 
-    def sample(self, prompts: torch.Tensor, rng: np.random.Generator, generator) -> tuple:
-        which = rng.integers(len(self.snapshots), size=prompts.shape[0])
-        width = self.scratch.tree.max_len
+    def __init__(self, cls: "TransformerClass", ctx, keep_history: bool):
+        self.cls, self.ctx, self.keep_history = cls, ctx, keep_history
+        self.snapshots: list[dict[str, torch.Tensor]] = []  # π¹…πᵗ (all, or the last two)
+        self.scratch: TinyTransformerPolicy | None = None
+
+    def begin_round(self) -> None:
+        self.snapshots.append(_snapshot(self.cls.policy))
+        if not self.keep_history:
+            del self.snapshots[:-2]
+
+    def _from_snapshots(self, which: np.ndarray, prompts: torch.Tensor) -> tuple:
+        if self.scratch is None:
+            self.scratch = self.cls.policy.frozen_copy()
+        n, width = prompts.shape[0], self.scratch.tree.max_len
         device = prompts.device
-        states = torch.full((prompts.shape[0], width), -1, dtype=torch.long, device=device)
+        states = torch.full((n, width), -1, dtype=torch.long, device=device)
         actions = states.clone()
-        lengths = torch.zeros(prompts.shape[0], dtype=torch.long, device=device)
+        lengths = torch.zeros(n, dtype=torch.long, device=device)
         for k in np.unique(which):
             rows = torch.from_numpy(np.flatnonzero(which == k)).to(device)
             self.scratch.load_state_dict(self.snapshots[int(k)])
-            s, a, n = self.scratch.sample(prompts[rows], generator)
-            states[rows], actions[rows], lengths[rows] = s, a, n
+            s, a, m = self.scratch.sample(prompts[rows], self.cls.generator)
+            states[rows], actions[rows], lengths[rows] = s, a, m
         return states, actions, lengths
+
+    def sample(self, name: str, prompts: np.ndarray) -> TrajectoryBatch:
+        cls = self.cls
+        tensor = torch.as_tensor(prompts, device=cls.device)
+        if name == "history":
+            sampled = self._from_snapshots(self.ctx.rng.integers(len(self.snapshots), size=len(prompts)), tensor)
+        elif name == "previous":
+            previous = len(self.snapshots) - 2 if len(self.snapshots) > 1 else len(self.snapshots) - 1
+            sampled = self._from_snapshots(np.full(len(prompts), previous), tensor)
+        else:
+            network = cls.reference if name == "ref" else cls.policy
+            sampled = network.sample(tensor, cls.generator)
+        cls.sampled_tokens += int(sampled[2].sum())
+        return _to_batch(sampled)
+
+
+class TransformerClass:
+    """A :class:`TinyTransformerPolicy` as the policy class of one run (module docstring).
+
+    Built by :meth:`TinyTransformerPolicy.as_policy_class` (which :func:`xpo_sim.run`
+    calls) with the run's options: ``reference`` (the frozen reference transformer; default
+    a frozen copy of ``policy`` as passed), ``steps`` Adam steps per round with learning
+    rate ``lr``, ``minibatch`` pairs per step, ``device`` (None: the policy's; "cpu",
+    "cuda"), ``precision`` ("fp32" or "bf16").
+    """
+
+    name = "transformer"
+    exact_every_round = False  # the exact table costs a forward pass over every prefix
+    starts_at_ref = False  # the first iterate's table is the transformer's own
+
+    def __init__(self, policy: TinyTransformerPolicy, mdp: TokenMDP, beta: float, *,
+                 reference: TinyTransformerPolicy | None = None, steps: int = 10, lr: float = 1e-3,
+                 minibatch: int = 256, device=None, precision: str = "fp32"):
+        self.steps = checks.integer("steps", steps, minimum=1)
+        self.minibatch = checks.integer("minibatch", minibatch, minimum=1)
+        self.lr = checks.positive("lr", lr)
+        self.precision = check_precision(precision)
+        if not policy.tree.matches(mdp):
+            raise ValueError("the policy was built for a different tree (next_state or allowed tokens differ)")
+        if reference is not None and not isinstance(reference, TinyTransformerPolicy):
+            raise ValueError(f"reference must be a frozen TinyTransformerPolicy, got {type(reference).__name__}")
+        self.device = policy.device if device is None else resolve_device(device)
+        self.mdp, self.beta = mdp, beta
+        self.policy = policy.to(self.device)
+        self.reference = policy.frozen_copy() if reference is None else reference.to(self.device)
+        if any(p.requires_grad for p in self.reference.parameters()):
+            raise ValueError("reference must be frozen (use policy.frozen_copy())")
+        _check_reference(mdp, self.reference)
+        self.objective_terms = _Objective(self.policy, self.reference, beta, self.minibatch, self.device,
+                                          self.precision)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.lr, foreach=True)
+        self.generator = torch.Generator(device=self.device)
+        self.rng: np.random.Generator | None = None
+        self.sampled_tokens = 0
+
+    # -------------------------------------------------------- the loop's hooks
+    def start_run(self, rng: np.random.Generator) -> None:
+        """Seed the sampling generator from the run's stream; minibatches use the stream."""
+        self.generator.manual_seed(int(rng.integers(2**62)))
+        self.rng = rng
+        self.policy.train()
+
+    def make_sampler(self, ctx, keep_history: bool) -> _TransformerSampler:
+        return _TransformerSampler(self, ctx, keep_history)
+
+    def run_attrs(self) -> dict:
+        return dict(sampled_tokens=self.sampled_tokens, device=str(self.device), precision=self.precision)
+
+    # ------------------------------------------------------- the policy class
+    @property
+    def n_params(self) -> int:
+        return self.policy.n_params
+
+    def initial_params(self) -> TinyTransformerPolicy:
+        return self.policy
+
+    def policy_logp(self, params: TinyTransformerPolicy) -> np.ndarray:
+        return params.logp_table()
+
+    def objective(self, params, data: PreferenceData, alpha: float, loss: str = "dpo") -> tuple[float, np.ndarray]:
+        """(L / pairs, its gradient over the parameters, flattened) on all of ``data``."""
+        self._check_loss(loss)
+        self.objective_terms.prepare(data, alpha, loss)
+        params.zero_grad(set_to_none=True)
+        value = self.objective_terms.loss(None)
+        value.backward()
+        grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in params.parameters()])
+        params.zero_grad(set_to_none=True)
+        return float(value), grad.detach().cpu().numpy().astype(np.float64)
+
+    def update(self, params, data: PreferenceData, alpha: float, loss: str = "dpo"):
+        """``steps`` Adam steps on L / (pairs so far); returns the (same, updated) network."""
+        self._check_loss(loss)
+        if params is not self.policy:
+            raise ValueError("the transformer class updates its own network in place; params must be it")
+        self.objective_terms.prepare(data, alpha, loss)
+        for _ in range(self.steps):
+            value = self.objective_terms.loss(self.rng)
+            self.optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            self.optimizer.step()
+        return params
+
+    @staticmethod
+    def _check_loss(loss: str) -> None:
+        checks.choice("loss", loss, tuple(LOSS_KINDS))
 
 
 class _Objective:
     """Teacher-forced sequence log-probabilities of the stored paths and the round loss."""
 
-    def __init__(self, policy, reference, beta: float, kind: str, minibatch: int, device, precision: str = "fp32"):
-        self.policy, self.reference, self.beta, self.kind = policy, reference, beta, kind
+    def __init__(self, policy, reference, beta: float, minibatch: int, device, precision: str = "fp32"):
+        self.policy, self.reference, self.beta = policy, reference, beta
         self.minibatch, self.device, self.precision = minibatch, device, precision
+        self.kind = "dpo"
         self.ref_logp = torch.empty(0, device=device)
+        self._data = None  # the dataset whose paths ref_logp follows (paths are append-only)
 
-    def prepare(self, data: PreferenceData, alpha: float) -> None:
-        """Tensors of the current data; reference log-probs for the new distinct paths."""
+    def prepare(self, data: PreferenceData, alpha: float, kind: str = "dpo") -> None:
+        """Tensors of ``data``; reference log-probs for its distinct paths not seen before
+        (all of them when ``data`` is another dataset than last time)."""
+        if data is not self._data:
+            self._data, self.ref_logp = data, torch.empty(0, device=self.device)
+        self.kind = kind
         arrays = data.arrays()
         self.paths = tuple(torch.as_tensor(np.ascontiguousarray(arrays[name]), dtype=torch.long, device=self.device)
                            for name in ("path_states", "path_actions", "path_lengths"))
@@ -145,9 +257,11 @@ class _Objective:
         length = self.paths[2][index].to(logp.dtype)
         return losses.ln_dpo_loss(logp[c], logp[r], ref[c], ref[r], length[c], length[r], self.beta)
 
-    def loss(self, rng: np.random.Generator) -> torch.Tensor:
+    def loss(self, rng: np.random.Generator | None) -> torch.Tensor:
+        """L / (pairs so far): on a minibatch drawn with ``rng`` (an unbiased estimate) when
+        the data hold more than ``minibatch`` distinct pairs; exactly when ``rng`` is None."""
         chosen, rejected, explore = self.chosen, self.rejected, self.explore_path
-        if chosen.shape[0] > self.minibatch:  # unbiased minibatch estimate of L
+        if rng is not None and chosen.shape[0] > self.minibatch:  # unbiased minibatch estimate of L
             pick = rng.choice(chosen.shape[0], size=self.minibatch, p=self.pair_count / self.pair_count.sum())
             chosen, rejected = chosen[pick], rejected[pick]
             pair_weight = np.full(self.minibatch, 1.0 / self.minibatch)
@@ -175,9 +289,10 @@ class _Objective:
         return total
 
 
+
 def train(
     mdp: TokenMDP,
-    algorithm: Algorithm,
+    algorithm,
     beta: float,
     rounds: int,
     policy: TinyTransformerPolicy,
@@ -193,136 +308,16 @@ def train(
     max_enumerate: int = 100_000,
     track_concentrability: bool = True,
     precision: str = "fp32",
-    progress: bool = False,
+    progress: bool | str = "auto",
 ) -> pd.DataFrame:
-    """Run ``algorithm`` for ``rounds`` rounds with the transformer ``policy`` (trained in
-    place: pass ``copy.deepcopy(policy)`` to keep the original) and return exact metrics.
-
-    Parameters
-    ----------
-    mdp
-        A token tree whose π_ref is the reference transformer's (build it with
-        :func:`~xpo_sim.torch.with_reference`); checked, ValueError otherwise.
-    algorithm, beta, rounds, seed, oracle, max_enumerate
-        As in :func:`xpo_sim.run` (same configs, samplers, α schedules, oracles).
-    reference
-        The frozen reference transformer; default a frozen copy of ``policy`` as passed.
-    steps, lr
-        Adam steps per round and learning rate (Adam's moments persist across rounds).
-    eval_every
-        Exact evaluation (a DataFrame row) every ``eval_every`` rounds, plus rounds 0 and last.
-    minibatch
-        Pairs per Adam step once the data hold more distinct pairs than this.
-    device
-        None (the policy's device), "cpu" or "cuda"; the policy and reference are moved there.
-    track_concentrability
-        Feed the exact sampling distributions to the concentrability tracker every round
-        (one table extraction per round); False leaves ``log_concentrability`` NaN.
-    precision
-        "fp32" (default) or "bf16": the forward passes of the training loss (the policy's
-        and the reference's teacher-forced sequence log-probabilities) under
-        ``torch.autocast(dtype=torch.bfloat16)``, meant for CUDA; parameters, gradients and
-        Adam stay float32. Sampling and the exact evaluation (the per-state table, float32
-        forward passes renormalized in float64) are never autocast, so every reported
-        number is exact for the policy that is reported.
-
-    Returns a DataFrame with the columns of :func:`xpo_sim.run` (``xpo_sim.algorithms.COLUMNS``)
-    and, in ``df.attrs``: ``seconds``, ``sampled_tokens``, ``rounds``, ``device``.
-    """
-    beta, rounds = check_run_arguments(mdp, algorithm, beta, rounds)
-    custom = [hook for hook in ("collect", "update", "reported_logp")
-              if getattr(type(algorithm), hook, None) is not getattr(Algorithm, hook, None)]
-    if custom:
-        raise ValueError(f"{algorithm.name} overrides the round hooks {custom}; the transformer backend runs "
-                         f"the standard loop only (OnlineDPO, HybridDPO, OfflineDPO, XPO, and the loss "
-                         f"variants IPO and LNDPO of xpo_sim.methods)")
-    if getattr(algorithm, "loss", "dpo") not in PAIR_LOSSES:
-        raise ValueError(f"unknown loss {algorithm.loss!r}: expected one of {PAIR_LOSSES}")
+    """The former entry point: ``xpo_sim.run(mdp, algorithm, beta, rounds, seed,
+    policy=policy, ...)`` with the same options (``track_concentrability=False`` is
+    ``max_enumerate=0``). ``df.attrs`` holds ``seconds``, ``sampled_tokens``, ``rounds``,
+    ``device`` and ``precision``."""
     if not isinstance(policy, TinyTransformerPolicy):
-        raise TypeError(f"policy must be a TinyTransformerPolicy, got {type(policy).__name__}")
-    steps = _positive_int("steps", steps)
-    eval_every = _positive_int("eval_every", eval_every)
-    minibatch = _positive_int("minibatch", minibatch)
-    check_precision(precision)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be positive and finite, got {lr!r}")
-    if not policy.tree.matches(mdp):
-        raise ValueError("the policy was built for a different tree (next_state or allowed tokens differ)")
-    device = policy.device if device is None else resolve_device(device)
-    policy.to(device)
-    reference = policy.frozen_copy() if reference is None else reference.to(device)
-    if any(p.requires_grad for p in reference.parameters()):
-        raise ValueError("reference must be frozen (use policy.frozen_copy())")
-    _check_reference(mdp, reference)
-
-    start_time = time.perf_counter()
-    rng = as_generator(seed)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(rng.integers(2**62)))
-    oracle = BradleyTerry() if oracle is None else oracle
-    rounds = algorithm.total_rounds(rounds)
-    evaluated = evaluation_rounds(rounds, eval_every)
-    recorder = RunRecorder(mdp, beta, algorithm.name, evaluated, max_enumerate)
-    tracker = recorder.tracker
-    track = tracker.enabled and track_concentrability
-    data = PreferenceData(mdp)
-    objective = _Objective(policy, reference, beta, getattr(algorithm, "loss", "dpo"), minibatch, device, precision)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr, foreach=True)
-    history = _History(policy) if algorithm.explore_sampler == "history" else None
-    history_log_sum = None
-    sampled_tokens = 0
-
-    policy.train()
-    table = policy.logp_table()  # the table of the current policy, or None once stale
-    recorder.record(0, table, data, 0.0)
-    loop: Iterable[int] = range(1, rounds + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        loop = tqdm(loop, desc=f"{algorithm.name} (transformer)", leave=False)
-    for t in loop:
-        n = algorithm.pairs_in_round(t)
-        prompts = torch.as_tensor(rng.choice(mdp.n_states, size=n, p=mdp.start), device=device)
-        samplers = {"ref": reference, "current": policy}
-        y = samplers[algorithm.policy_sampler].sample(prompts, generator)
-        if history is not None:
-            history.add(policy)
-            y_tilde = history.sample(prompts, rng, generator)
-        else:
-            y_tilde = samplers[algorithm.explore_sampler].sample(prompts, generator)
-        sampled_tokens += int(y[2].sum()) + int(y_tilde[2].sum())
-        label_and_store(mdp, [data], oracle, _to_batch(y), _to_batch(y_tilde), rng,
-                        "both" if algorithm.bonus_on_pair() else "second")
-
-        if track:
-            if table is None:
-                table = policy.logp_table()
-            tables = {"ref": mdp.ref_logp, "current": table}
-            log_y = tracker.policy_logp(tables[algorithm.policy_sampler])
-            if history is not None:
-                log_current = tracker.policy_logp(table)
-                history_log_sum = log_current if history_log_sum is None else np.logaddexp(history_log_sum, log_current)
-                log_y_tilde = history_log_sum - math.log(t)
-            else:
-                log_y_tilde = tracker.policy_logp(tables[algorithm.explore_sampler])
-            tracker.add(log_y)
-            tracker.add(log_y_tilde)
-
-        alpha_t = algorithm.bonus_weight(t, beta)
-        objective.prepare(data, alpha_t)
-        for _ in range(steps):
-            loss = objective.loss(rng)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        table = None
-        if t in evaluated:
-            table = policy.logp_table()
-            recorder.record(t, table, data, alpha_t)
-
-    df = recorder.frame()
-    if tracker.enabled and not track:
-        df["log_concentrability"] = math.nan
-    df.attrs.update(seconds=time.perf_counter() - start_time, sampled_tokens=sampled_tokens,
-                    rounds=rounds, device=str(device), precision=precision)
+        raise ValueError(f"policy must be a TinyTransformerPolicy, got {type(policy).__name__}")
+    df = run(mdp, algorithm, beta, rounds, seed, policy=policy, oracle=oracle, eval_every=eval_every,
+             max_enumerate=max_enumerate if track_concentrability else 0, progress=progress,
+             reference=reference, steps=steps, lr=lr, minibatch=minibatch, device=device, precision=precision)
+    df.attrs["rounds"] = algorithm.total_rounds(rounds)
     return df
