@@ -41,7 +41,6 @@ number of pairs, as a language model would be; θ = 0 is π_ref.
 
 from __future__ import annotations
 
-import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -128,26 +127,6 @@ class RewardClass(PolicyClass, Protocol):
     def project(self, params: np.ndarray) -> np.ndarray: ...
 
 
-def _check_box(box) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in box)
-    except (TypeError, ValueError):
-        raise ValueError(f"box must be a pair of finite numbers lo <= hi, got {box!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise ValueError(f"box must be a pair of finite numbers lo <= hi, got {box!r}")
-    return lo, hi
-
-
-def _check_nonnegative(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
-
-
 SOLVERS = ("newton", "lbfgsb")
 
 
@@ -165,14 +144,13 @@ class _LinearRewardBase:
         self.features = features
         self._features_t = features.T.tocsr()  # Fᵀ as CSR: the contraction is a row-wise matvec
         self._features_sq_t = None  # (F∘F)ᵀ, built on first use (diagonal estimates of a general F)
-        self.box = _check_box(box)
-        self.l2 = _check_nonnegative("l2", l2)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        self.solver = solver
-        self.gtol = float(gtol)
-        self.ftol = float(ftol)
-        self.max_iter = int(max_iter) if max_iter is not None else (200 if solver == "newton" else 2000)
+        self.box = checks.box("box", box)
+        self.l2 = checks.nonnegative("l2", l2)
+        self.solver = checks.choice("solver", solver, SOLVERS)
+        self.gtol = checks.positive("gtol", gtol)
+        self.ftol = checks.positive("ftol", ftol)
+        self.max_iter = (checks.integer("max_iter", max_iter, minimum=1) if max_iter is not None
+                         else (200 if solver == "newton" else 2000))
         self.solve_results: list = []
         shape = (mdp.n_states, mdp.n_actions)
         self._work = dict(
@@ -354,6 +332,7 @@ class ImplicitRewardClass(_LinearRewardBase):
     def __init__(self, mdp: TokenMDP, beta: float, *, box=None, support: str = "auto", l2: float = 0.0,
                  solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
         terminal = mdp.allowed & (mdp.next_state == -1)
+        checks.choice("support", support, ("auto", "terminal", "all"))
         if support == "auto":
             support = "terminal" if not mdp.reward[mdp.allowed & ~terminal].any() else "all"
         if support == "terminal":
@@ -440,10 +419,8 @@ class LogitsClass:
 
     def __init__(self, mdp: TokenMDP, beta: float, *, steps: int = 20, lr: float = 0.1,
                  adam_betas=(0.9, 0.999), adam_eps: float = 1e-8):
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be positive and finite, got {lr!r}")
+        checks.integer("steps", steps, minimum=1)
+        checks.positive("lr", lr)
         self.mdp = mdp
         self.beta = checks.beta(beta)
         self.steps = int(steps)

@@ -28,14 +28,13 @@ that order. Hence with the same seed ``flip = 1`` gives exactly the negation of
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy.special import expit
 
+from xpo_sim import checks
 from xpo_sim.trajectories import as_generator
 
 __all__ = ["PreferenceOracle", "BradleyTerry", "Argmax"]
@@ -55,19 +54,6 @@ class PreferenceOracle(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
-def _real_number(name: str, value) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    return float(value)
-
-
-def _check_flip(flip) -> float:
-    value = _real_number("flip", flip)
-    if not 0.0 <= value <= 1.0:  # also rejects nan
-        raise ValueError(f"flip must be a probability in [0, 1], got {flip!r}")
-    return value
-
-
 def _rewards(reward_a, reward_b) -> tuple[np.ndarray, np.ndarray]:
     """Both reward arrays as float64, broadcast to one shape; ValueError unless finite."""
     arrays = []
@@ -135,13 +121,8 @@ class BradleyTerry:
     flip: float = 0.0
 
     def __post_init__(self):
-        scale = _real_number("reward_scale", self.reward_scale)
-        if not (math.isfinite(scale) and scale > 0.0):
-            raise ValueError(
-                f"reward_scale must be a positive finite number, got {self.reward_scale!r}"
-            )
-        object.__setattr__(self, "reward_scale", scale)
-        object.__setattr__(self, "flip", _check_flip(self.flip))
+        object.__setattr__(self, "reward_scale", checks.positive("reward_scale", self.reward_scale))
+        object.__setattr__(self, "flip", checks.probability("flip", self.flip))
 
     def _clean_prob(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return expit(self.reward_scale * (a - b))
@@ -181,7 +162,7 @@ class Argmax:
     flip: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "flip", _check_flip(self.flip))
+        object.__setattr__(self, "flip", checks.probability("flip", self.flip))
 
     def prob(self, reward_a, reward_b) -> np.ndarray:
         """P(a ≻ b): 1, 0 or 1/2 (tie) before flip noise; then mixed with its complement."""

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xpo_sim import checks
 from xpo_sim.mdp import TokenMDP
 from xpo_sim.soft import occupancy
 
@@ -122,7 +123,7 @@ class PrefixTree:
 
     def __init__(self, mdp: TokenMDP):
         if not isinstance(mdp, TokenMDP):
-            raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
+            raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
         next_state = np.array(mdp.next_state)
         n_states, n_actions = next_state.shape
         src, token = np.nonzero(next_state >= 0)
@@ -276,12 +277,10 @@ class TinyTransformerPolicy(nn.Module):
                  init_std: float = 0.02, seed: int = 0, device="cpu"):
         super().__init__()
         for name, value in (("width", width), ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            checks.integer(name, value, minimum=1)
         if width % heads:
             raise ValueError(f"heads={heads} must divide width={width}")
-        if not (math.isfinite(init_std) and init_std > 0):
-            raise ValueError(f"init_std must be positive and finite, got {init_std!r}")
+        checks.positive("init_std", init_std)
         tree = mdp if isinstance(mdp, PrefixTree) else PrefixTree(mdp)
         self.tree = tree
         self.config = dict(width=int(width), depth=int(depth), heads=int(heads),
@@ -366,8 +365,7 @@ class TinyTransformerPolicy(nn.Module):
         Batched prefix enumeration: one float32 forward pass (autocast off, no TF32) per
         ``chunk`` maximal prefixes, each chunk's states copied into the table before the
         next; memory is the table plus one chunk's activations."""
-        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-            raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+        checks.integer("chunk", chunk, minimum=1)
         n_maximal = self.maximal_tokens.shape[0]
         table = np.empty((self.tree.n_states, self.tree.n_actions), dtype=np.float64)
         with _exact_float32(self.device):
@@ -434,7 +432,7 @@ class TinyTransformerPolicy(nn.Module):
 # ----------------------------------------------------------------------------- reference
 def _check_policy(policy) -> TinyTransformerPolicy:
     if not isinstance(policy, TinyTransformerPolicy):
-        raise TypeError(f"expected a TinyTransformerPolicy, got {type(policy).__name__}")
+        raise ValueError(f"policy must be a TinyTransformerPolicy, got {type(policy).__name__}")
     return policy
 
 
@@ -498,6 +496,11 @@ def distill(policy: TinyTransformerPolicy, mdp: TokenMDP, *, steps: int = 3000, 
     """
     _check_policy(policy)
     check_precision(precision)
+    checks.integer("steps", steps, minimum=0)
+    checks.positive("lr", lr)
+    checks.nonnegative("tol", tol)
+    checks.integer("check_every", check_every, minimum=1)
+    checks.integer("chunk", chunk, minimum=1)
     if not policy.tree.matches(mdp):
         raise ValueError("the policy was built for a different tree (next_state or allowed tokens differ)")
     if isinstance(weights, str):
