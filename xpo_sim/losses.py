@@ -49,6 +49,8 @@ import numbers
 
 import array_api_compat
 
+from xpo_sim import checks
+
 __all__ = [
     "log_sigmoid",
     "logsumexp",
@@ -84,15 +86,15 @@ def _is_scalar(value) -> bool:
 
 def _check_beta(beta):
     """ValueError unless a scalar ``beta`` is finite and > 0 (tensors pass unchecked)."""
-    if isinstance(beta, bool) or (_is_scalar(beta) and not (math.isfinite(beta) and beta > 0)):
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    if isinstance(beta, bool) or _is_scalar(beta):
+        checks.positive("beta", beta)
     return beta
 
 
 def _check_alpha(alpha):
     """ValueError unless a scalar ``alpha`` is finite and ≥ 0 (tensors pass unchecked)."""
-    if isinstance(alpha, bool) or (_is_scalar(alpha) and not (math.isfinite(alpha) and alpha >= 0)):
-        raise ValueError(f"alpha must be a non-negative finite number, got {alpha!r}")
+    if isinstance(alpha, bool) or _is_scalar(alpha):
+        checks.nonnegative("alpha", alpha)
     return alpha
 
 

@@ -335,12 +335,7 @@ class ImplicitRewardClass(_LinearRewardBase):
         checks.choice("support", support, ("auto", "terminal", "all"))
         if support == "auto":
             support = "terminal" if not mdp.reward[mdp.allowed & ~terminal].any() else "all"
-        if support == "terminal":
-            mask = terminal
-        elif support == "all":
-            mask = mdp.allowed
-        else:
-            raise ValueError(f"support must be 'auto', 'terminal' or 'all', got {support!r}")
+        mask = terminal if support == "terminal" else mdp.allowed
         self.support = support
         self.mask = mask
         self.index = np.nonzero(mask)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xpo_sim import checks
 from xpo_sim._kernels import trajectories as _kernels
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 
@@ -34,8 +35,7 @@ def sample_trajectories(mdp: TokenMDP, logp, n: int, seed=None, start_states=Non
     to the same prompt); by default s₀ ∼ ρ.
     """
     logp = mdp.check_policy(logp)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    checks.integer("n", n, minimum=0)
     rng = as_generator(seed)
     if start_states is None:
         starts = rng.choice(mdp.n_states, size=n, p=mdp.start).astype(np.int64)
