@@ -23,7 +23,7 @@ import numpy as np
 
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
-from xpo_sim.trajectories import sample_trajectories, trajectory_reward
+from xpo_sim.trajectories import _sample_paths, trajectory_reward
 
 __all__ = ["SAMPLERS", "RoundContext", "TableSampler", "label_and_store", "store_pairs"]
 
@@ -61,7 +61,8 @@ def label_and_store(mdp: TokenMDP, datasets: list[PreferenceData], oracle, y: Tr
 
 class TableSampler:
     """The samplers of :data:`SAMPLERS` for a policy given by its exact (S, A) table:
-    every response is drawn from a table with :func:`~xpo_sim.sample_trajectories`."""
+    every response is drawn from a table as :func:`~xpo_sim.sample_trajectories` draws
+    (the tables are the loop's own, so they are not validated again)."""
 
     def __init__(self, ctx: "RoundContext", keep_history: bool):
         self.ctx = ctx
@@ -78,14 +79,13 @@ class TableSampler:
         ctx = self.ctx
         if name == "history":
             which = ctx.rng.integers(len(self.iterates), size=len(prompts))
-            parts = [sample_trajectories(ctx.mdp, self.iterates[i], 1, ctx.rng, start_states=prompts[j : j + 1])
-                     for j, i in enumerate(which)]
+            parts = [_sample_paths(ctx.mdp, self.iterates[i], prompts[j : j + 1], ctx.rng) for j, i in enumerate(which)]
             return TrajectoryBatch.concatenate(parts)
         if name == "previous":
             table = self.iterates[-2] if len(self.iterates) > 1 else self.iterates[-1]
         else:
             table = ctx.mdp.ref_logp if name == "ref" else ctx.logp
-        return sample_trajectories(ctx.mdp, table, len(prompts), ctx.rng, start_states=prompts)
+        return _sample_paths(ctx.mdp, table, prompts, ctx.rng)
 
 
 class RoundContext:
@@ -144,7 +144,7 @@ class RoundContext:
 
     def prompts(self, n: int) -> np.ndarray:
         """``n`` prompts s₀ ∼ ρ."""
-        return self.rng.choice(self.mdp.n_states, size=n, p=self.mdp.start)
+        return self.rng.choice(self.mdp.n_states, size=n, p=self.mdp.start).astype(np.int64)
 
     def sample(self, name: str, prompts: np.ndarray, per_prompt: int = 1) -> TrajectoryBatch:
         """``per_prompt`` responses to each prompt from the sampler ``name`` (one of

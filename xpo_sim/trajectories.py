@@ -45,6 +45,13 @@ def sample_trajectories(mdp: TokenMDP, logp, n: int, seed=None, start_states=Non
             raise ValueError(f"start_states must have shape ({n},), got {starts.shape}")
         if n and (starts.min() < 0 or starts.max() >= mdp.n_states):
             raise ValueError(f"start_states must be state indices in [0, {mdp.n_states})")
+    return _sample_paths(mdp, logp, starts, rng)
+
+
+def _sample_paths(mdp: TokenMDP, logp: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> TrajectoryBatch:
+    """One trajectory from each start state in ``starts`` (int64), unchecked: ``logp`` must
+    be a valid float64 (S, A) policy table (the round loop's own tables are)."""
+    n = starts.shape[0]
     remaining = mdp.remaining_steps(logp > -np.inf)
     width = int(remaining[starts].max()) if n else 1
     uniforms = rng.random((n, width))
