@@ -1,5 +1,5 @@
 """Speed of the torch backend: sampled tokens per second, exact-table extraction, and training
-rounds per second of xpo_sim.torch.train, on CPU and (when torch sees one) on a GPU.
+rounds per second of xpo_sim.run with the transformer, on CPU and (when torch sees one) on a GPU.
 
 Instances (β = 0.1): the transformer_xpo experiment's token_needle(vocab 4, horizon 3,
 ε = 0.01) — 21 prefixes, 64 responses — and a larger token_tree(vocab 8, horizon 4) — 585
@@ -8,7 +8,7 @@ prefixes, 4,096 responses. The policy is TinyTransformerPolicy at its default si
 * sampling: ``policy.sample`` of N responses (autoregressive, one forward pass per token,
   no KV cache), best of repeats; sampled tokens per second = Σ lengths / seconds.
 * table: ``policy.logp_table()`` (the exact per-state table, float64), best of repeats.
-* training: ``xpo_sim.torch.train`` with XPO (ỹ ∼ π_ref, α = 0.01/√t) and online DPO, 8 pairs
+* training: ``xpo_sim.run(..., policy=transformer)`` with XPO (ỹ ∼ π_ref, α = 0.01/√t) and online DPO, 8 pairs
   per round, 10 Adam steps per round (best of 2 runs after a warm-up run), exact evaluation
   only at the first and last rounds
   and the exact concentrability tracker off (``track_concentrability=False``), so rounds
@@ -88,8 +88,9 @@ def instances(envs, quick: bool = False):
 
 
 def bench_device(torch, device, args, rows: list) -> None:
+    import xpo_sim
     from xpo_sim import XPO, OnlineDPO, envs
-    from xpo_sim.torch import TinyTransformerPolicy, train, with_reference
+    from xpo_sim.torch import TinyTransformerPolicy, with_reference
 
     label = device_label(torch, device)
     sample_sizes = [16, 64] if args.quick else [64, 1024, 16384]
@@ -119,18 +120,18 @@ def bench_device(torch, device, args, rows: list) -> None:
         rows.append((label, name, f"logp_table ({mdp.n_states:,} states)", f"{mdp.n_states / seconds:,.0f} states/s",
                      f"{seconds * 1e3:.2f} ms per call"))
         runs = [
-            ("XPO", XPO(alpha=0.01, schedule="inv_sqrt", batch=8), dict(eval_every=rounds, track_concentrability=False)),
-            ("online DPO", OnlineDPO(batch=8), dict(eval_every=rounds, track_concentrability=False)),
+            ("XPO", XPO(alpha=0.01, schedule="inv_sqrt", batch=8), dict(eval_every=rounds, max_enumerate=0)),
+            ("online DPO", OnlineDPO(batch=8), dict(eval_every=rounds, max_enumerate=0)),
             ("XPO, exact eval + tracker every round", XPO(alpha=0.01, schedule="inv_sqrt", batch=8), dict(eval_every=1)),
         ]
-        train(instance, OnlineDPO(batch=8), 0.1, 1 if args.quick else 2, copy.deepcopy(policy),
-              reference=reference)  # warm-up
+        xpo_sim.run(instance, OnlineDPO(batch=8), 0.1, 1 if args.quick else 2, policy=copy.deepcopy(policy),
+                    reference=reference, progress=False)  # warm-up
         for run_name, algorithm, options in runs:
             seconds = float("inf")
             for _ in range(train_repeats):
                 sync(torch, device)
-                df = train(instance, algorithm, 0.1, rounds, copy.deepcopy(policy), reference=reference, seed=0,
-                           steps=10, **options)
+                df = xpo_sim.run(instance, algorithm, 0.1, rounds, seed=0, policy=copy.deepcopy(policy),
+                                 reference=reference, steps=10, progress=False, **options)
                 sync(torch, device)
                 seconds = min(seconds, df.attrs["seconds"])
             rows.append((label, name, f"train {run_name}, {rounds} rounds × 8 pairs, 10 Adam steps",
