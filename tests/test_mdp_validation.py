@@ -174,7 +174,7 @@ def test_bad_policy_tables():
 
 
 def test_solve_soft_rejects_non_mdp():
-    with pytest.raises(TypeError, match="TokenMDP"):
+    with pytest.raises(ValueError, match="mdp must be a TokenMDP"):
         xpo_sim.solve_soft(valid_arrays(), 1.0)
 
 

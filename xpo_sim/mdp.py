@@ -35,6 +35,9 @@ from xpo_sim._kernels import trajectories as _traj_kernels
 
 NORMALIZATION_TOL = 1e-9
 POLICY_TOL = 1e-6  # how far a policy row's mass may stray from 1 (float32 policies)
+# Largest allowed Σ_h |r(s_h, a_h)| along any path: a quarter of the float64 maximum, so that
+# values (|Q*|, |V*|, |J| ≤ this) and their differences (V* − Q*, J* − J ≤ twice this) are finite.
+MAX_ABS_PATH_REWARD = 2.0**1022
 
 __all__ = ["TokenMDP", "TrajectoryBatch", "as_feature_matrix"]
 
@@ -148,7 +151,9 @@ class TokenMDP:
     next_state : int array (S, A)
         Successor state, or ``-1`` for end of episode; otherwise larger than the row index.
     reward : float array (S, A)
-        Finite rewards r(s, a).
+        Finite rewards r(s, a), with Σ_h |r(s_h, a_h)| ≤ ``MAX_ABS_PATH_REWARD`` = 2^1022
+        (≈ 4.5e307) along every path (through any tokens, allowed or not): then no value or
+        difference of values overflows float64. Larger rewards are rejected, not clipped.
     ref_logp : float array (S, A)
         log π_ref(a|s); ``-inf`` for disallowed tokens; each row must normalize to 1e-9
         and allow at least one token.
@@ -212,6 +217,15 @@ class TokenMDP:
         if bad.size:
             s, a = bad[0]
             raise ValueError(f"reward[{s}, {a}] = {reward[s, a]} is not finite")
+        bound = np.empty(n_states)
+        _soft_kernels.max_abs_path_sum(ns, reward, bound)
+        worst = int(np.argmax(bound))  # nan-free: rewards are finite, inf compares
+        if not bound[worst] <= MAX_ABS_PATH_REWARD:
+            raise ValueError(
+                f"reward is too large: the absolute rewards along a path from state {worst} sum to "
+                f"{bound[worst]!r}, more than 2**1022 = {MAX_ABS_PATH_REWARD:.4g} (a quarter of the "
+                f"float64 maximum), so values and their differences could overflow; rescale the rewards"
+            )
 
         bad = np.argwhere(np.isnan(ref_logp) | (ref_logp == np.inf))
         if bad.size:

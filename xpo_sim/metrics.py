@@ -4,7 +4,9 @@ Regret is the gap in the KL-regularized objective to the optimum,
 
     regret(π) = J_β(π*) − J_β(π) = β · E_{s₀∼ρ} KL(π(·|s₀) ‖ π*(·|s₀))  ≥ 0,
 
-computed exactly by backward induction (``xpo_sim.soft``), never by Monte Carlo.
+computed exactly by backward induction, never by Monte Carlo, as the sum of non-negative
+per-state terms β Σ_s d^π(s) KL(π(·|s) ‖ π*(·|s)) (:func:`policy_regret`), not as the
+difference of two values.
 
 Coverage: the optimal mass π(arg max_τ r(τ) | s₀); the π*-mass on the responses present in
 the data; and the data's concentrability max_τ π*(τ)/μ̄ₜ(τ), where μ̄ₜ averages the
@@ -24,29 +26,94 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, minimize
 
 from xpo_sim._kernels import soft as _soft_kernels
-from xpo_sim.mdp import TokenMDP, TrajectoryBatch
+from xpo_sim.mdp import POLICY_TOL, TokenMDP, TrajectoryBatch
 from xpo_sim.policies import LogitsClass, RewardClass, make_policy_class
 from xpo_sim.soft import SoftSolution, evaluate, solve_soft
-from xpo_sim.trajectories import trajectory_logp
+from xpo_sim.trajectories import _sum_along, trajectory_logp
 
-__all__ = ["regret", "optimal_mass", "seen_mass", "ConcentrabilityTracker", "coverability", "CoverabilityDetails",
+__all__ = ["regret", "policy_regret", "optimal_mass", "seen_mass", "ConcentrabilityTracker", "coverability", "CoverabilityDetails",
            "theory_alpha"]
 
 
 def regret(mdp: TokenMDP, logp, beta: float, solution: SoftSolution | None = None) -> float:
     """J_β(π*) − J_β(π) for the per-state policy ``logp``; pass ``solution`` (from
-    :func:`~xpo_sim.soft.solve_soft` at the same β) to avoid solving again."""
+    :func:`~xpo_sim.soft.solve_soft` at the same β) to avoid solving again.
+
+    Computed by :func:`policy_regret` as β Σ_s d^π(s) KL(π(·|s) ‖ π*(·|s)) ≥ 0."""
     if solution is None:
         solution = solve_soft(mdp, beta)
     elif solution.beta != float(beta):
         raise ValueError(f"solution was computed at beta={solution.beta}, not beta={beta}")
-    return solution.value - evaluate(mdp, logp, beta).value
+    return policy_regret(mdp, logp, solution)
+
+
+def policy_regret(mdp: TokenMDP, logp, solution: SoftSolution) -> float:
+    r"""Regret J_β(π*) − J_β(π) of the per-state policy ``logp`` (S, A), given the optimum
+    ``solution`` = :func:`~xpo_sim.soft.solve_soft` ``(mdp, β)`` (β is the solution's).
+
+    Computed directly as the non-negative sum (performance difference in a deterministic
+    MDP with KL regularization)
+
+        regret(π) = β Σ_s d^π(s) KL(π(·|s) ‖ π*(·|s))
+                  = Σ_s d^π(s) Σ_a π(a|s) β·g(t_{s,a}),   g(t) = t − 1 + e^{−t} ≥ 0,
+        t_{s,a} = log π(a|s) − log π*(a|s) = log π(a|s) − log π_ref(a|s) + (V*(s) − Q*(s,a))/β,
+
+    with d^π the state occupancy of π from s₀ ∼ ρ, in one backward sweep
+    (``_kernels.soft.regret_backward``): G(s) = Σ_a [β·(π·t − π + π*) + π·G(s')], regret =
+    Σ_{s₀} ρ(s₀) G(s₀); where π(a|s) = 0 the term is β·π*(a|s). Σ_a π g(t) equals the KL for normalized rows
+    (Σ_a π g(t) = KL − Σ_a π + Σ_a π*); for rows that sum to 1 only within ``POLICY_TOL``
+    (float32 tables) it is the generalized KL Σ π log(π/π*) − Σ π + Σ π* ≥ 0.
+
+    Guarantees: the result is ≥ 0 (every term is; never NaN), +inf when π puts mass on a
+    token π_ref disallows, and it equals J_β(π*) − J_β(π) up to the rounding of V* and Q*
+    themselves (η ≈ ε·|V*|, so t errs by η/β): a term β·π·g(t) errs by ≈ π·|t|·η, relative
+    ~2η/(β·|t|) (= 2ε·|V*|/|V* − Q*| for π_ref); a common shift of a state's V* enters only
+    squared (the row sum is stationary in V*), ≈ η²/(2β). The difference of two values,
+    J* − J(π), errs by η itself and goes negative once the regret is below ~ε·|J| (reported
+    at −0.154, 1.6e-7 relative, for π* on a 3e7-pair DAG; negative for a bandit with rewards
+    1e6 and π within 1e-6 of π*, ``tests/test_numeric_edges.py``).
+    t is formed from Q* and V* rather than from the rounded log π*, so at large β the regret
+    of π_ref (≈ Var_ref r/(2β), e.g. 1e-101 at β = 1e100) keeps its digits. For
+    π = ``solution.logp`` the result is the regret of the stored, rounded log π*:
+    β·KL(rounded ‖ exact) ≈ β·δt²/2 per step with δt ~ ε·(|log π*| + |V*|/β) — tiny, but not
+    exactly 0 (exactly 0 for π* and full precision for π_ref at large β cannot both hold:
+    at β = 1e100 the two tables are the same floats).
+
+    Raises ValueError when ``solution`` does not fit ``mdp`` or ``logp`` is not a policy table
+    (wrong shape, NaN/+inf entries, a row that does not sum to 1 within POLICY_TOL).
+    """
+    if not isinstance(mdp, TokenMDP):
+        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    shape = (mdp.n_states, mdp.n_actions)
+    if not isinstance(solution, SoftSolution):
+        raise ValueError(f"solution must be a SoftSolution (from solve_soft), got {type(solution).__name__}")
+    if solution.q.shape != shape or solution.v.shape != (mdp.n_states,):
+        raise ValueError(f"solution has Q* of shape {solution.q.shape}, but the MDP has (S, A) = {shape}: "
+                         f"it was solved for another MDP")
+    table = np.asarray(logp)
+    if table.shape != shape or table.dtype != np.float64:
+        table = mdp.check_policy(table)  # raises on a wrong shape or dtype
+    table = np.ascontiguousarray(table)
+    q = np.ascontiguousarray(solution.q, dtype=np.float64)
+    v = np.ascontiguousarray(solution.v, dtype=np.float64)
+    out = np.empty(mdp.n_states)
+    bad = _soft_kernels.regret_backward(mdp.next_state, mdp.ref_logp, table, q, v, float(solution.beta),
+                                        POLICY_TOL, out)
+    if bad >= 0:
+        mdp.check_policy(table)  # the kernel found a bad row: raise the detailed error
+    # sum over the prompts only: a state with ρ = 0 may have regret inf (0·inf = NaN)
+    prompts = mdp.start_states
+    return float(mdp.start[prompts] @ out[prompts])
 
 
 def optimal_mass(mdp: TokenMDP, logp, tol: float = 1e-12) -> float:
     """E_{s₀∼ρ} π(optimal responses | s₀): the probability that π completes a trajectory of
     maximal reward r(τ) (ties within ``tol`` count as optimal)."""
-    logp = mdp.check_policy(logp)
+    return _optimal_mass(mdp, mdp.check_policy(logp), tol)
+
+
+def _optimal_mass(mdp: TokenMDP, logp: np.ndarray, tol: float = 1e-12) -> float:
+    """:func:`optimal_mass` of a table the caller vouches for (float64 C-contiguous (S, A))."""
     best = np.empty(mdp.n_states)
     mass = np.empty(mdp.n_states)
     _soft_kernels.optimal_mass(mdp.next_state, mdp.reward, mdp.allowed, logp, float(tol), best, mass)
@@ -56,9 +123,14 @@ def optimal_mass(mdp: TokenMDP, logp, tol: float = 1e-12) -> float:
 def seen_mass(mdp: TokenMDP, logp, batch: TrajectoryBatch) -> float:
     """E_{s₀∼ρ} π(responses in ``batch`` | s₀) for a batch of *distinct* trajectories, e.g.
     the π*-mass on the responses present in the data."""
+    return _seen_mass(mdp, mdp.check_policy(logp), batch)
+
+
+def _seen_mass(mdp: TokenMDP, logp: np.ndarray, batch: TrajectoryBatch) -> float:
+    """:func:`seen_mass` of a table the caller vouches for."""
     if len(batch) == 0:
         return 0.0
-    log_cond = trajectory_logp(mdp, logp, batch)
+    log_cond = _sum_along(logp, batch)
     return float(np.sum(mdp.start[batch.start_states] * np.exp(log_cond)))
 
 
@@ -82,7 +154,7 @@ class ConcentrabilityTracker:
 
     def policy_logp(self, logp) -> np.ndarray:
         """log π(τ|s₀) of every enumerated trajectory under the per-state policy ``logp``."""
-        return trajectory_logp(self.mdp, logp, self.batch)
+        return _sum_along(logp, self.batch)  # the loop's own tables: not validated again
 
     def add(self, log_probs: np.ndarray) -> None:
         """Add one sampling distribution, given as log π(τ|s₀) over the enumeration."""

@@ -16,8 +16,8 @@ import pandas as pd
 
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP
-from xpo_sim.metrics import ConcentrabilityTracker, optimal_mass, seen_mass
-from xpo_sim.soft import evaluate, solve_soft
+from xpo_sim.metrics import ConcentrabilityTracker, _optimal_mass, _seen_mass, policy_regret
+from xpo_sim.soft import _evaluate, _solve_soft
 
 __all__ = ["COLUMNS", "RunRecorder", "recorded_rounds"]
 
@@ -59,38 +59,43 @@ class RunRecorder:
     """Exact metrics of successive iterates (the rows of :func:`xpo_sim.run`): one
     :meth:`record` call per iterate; only rounds in ``recorded`` become rows, but every
     call counts towards ``best_regret``. ``tracker`` must be fed the sampling
-    distributions for ``log_concentrability``."""
+    distributions for ``log_concentrability``. β and the tables are the loop's own,
+    validated at its edge: nothing here validates them again.
+
+    ``regret`` is :func:`xpo_sim.metrics.policy_regret` (β Σ_s d^π(s) KL(π‖π*), a sum of
+    non-negative terms), never the difference of two values, so it is never negative."""
 
     def __init__(self, mdp: TokenMDP, beta: float, algorithm_name: str, recorded, max_enumerate: int):
         self.mdp, self.beta, self.name = mdp, beta, algorithm_name
         self.recorded = recorded
-        self.solution = solve_soft(mdp, beta)
-        self.star = evaluate(mdp, self.solution.logp, beta)
+        self.solution = _solve_soft(mdp, beta)
+        self.star = _evaluate(mdp, self.solution.logp, beta)
         self.tracker = ConcentrabilityTracker(mdp, self.solution.logp, max_enumerate)
         self.best_regret = math.inf
         self.rows: list[dict] = []
         self._pending_converged = True  # updates of unrecorded rounds since the last row
 
-    def regret(self, logp: np.ndarray) -> tuple[float, object]:
-        ev = evaluate(self.mdp, logp, self.beta)
-        return self.solution.value - ev.value, ev
+    def regret(self, logp: np.ndarray) -> float:
+        return policy_regret(self.mdp, logp, self.solution)
 
     def record(self, t: int, logp: np.ndarray, data: PreferenceData, alpha_t: float,
                iterate_logp: np.ndarray | None = None, converged: bool = True) -> None:
         """Score ``logp`` (the reported policy); ``iterate_logp``, when the algorithm
         reports something other than its iterate (ExPO), gives ``iterate_regret``;
         ``converged``: whether every update since the previous row met its tolerance."""
-        regret, ev = self.regret(logp)
+        logp = np.ascontiguousarray(logp, dtype=np.float64)
+        regret = self.regret(logp)
         self.best_regret = min(self.best_regret, regret)
         if t in self.recorded:
+            ev = _evaluate(self.mdp, logp, self.beta)
             iterate_regret = regret
-            if iterate_logp is not None and iterate_logp is not logp:
-                iterate_regret = self.regret(iterate_logp)[0]
+            if iterate_logp is not None and not np.may_share_memory(iterate_logp, logp):
+                iterate_regret = self.regret(iterate_logp)
             self.rows.append(dict(
                 algorithm=self.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
                 regret=regret, best_regret=self.best_regret, reward_regret=self.star.reward - ev.reward,
-                kl_ref=ev.kl, opt_mass=optimal_mass(self.mdp, logp),
-                seen_star_mass=seen_mass(self.mdp, self.solution.logp, data.batch()),
+                kl_ref=ev.kl, opt_mass=_optimal_mass(self.mdp, logp),
+                seen_star_mass=_seen_mass(self.mdp, self.solution.logp, data.batch()),
                 distinct_seen=data.n_distinct, log_concentrability=self.tracker.value(),
                 iterate_regret=iterate_regret, converged=bool(converged and self._pending_converged),
             ))

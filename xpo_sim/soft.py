@@ -12,11 +12,24 @@ over the topological order (V* of the end is 0):
     π*(a|s)     = π_ref(a|s) exp((Q*(s,a) − V*(s))/β)
     J_β(π*)     = Σ_s ρ(s) V*(s).
 
-Every quantity is computed in log space with a max-shifted log-sum-exp, so β down to
-1e-3 with rewards of order one, and reference masses down to 1e-300, stay finite.
+The sweep evaluates V*(s) = m + β·L with m = max_a Q*(s,a) and
+L = log Σ_a π_ref(a|s) e^{(Q*(s,a) − m)/β} ≤ 0, so nothing overflows at any β in
+[``checks.BETA_MIN``, ``checks.BETA_MAX``] = [1e-300, 1e300] and any rewards the
+:class:`TokenMDP` accepts (|path sums| ≤ 2^1022), and reference masses down to 1e-300 stay
+finite. L is a max-shifted log-sum-exp where β is small against the spread of Q* over a
+state's tokens, and log1p(Σ π_ref·expm1(…)) or the cumulant expansion
+β·L = E_ref[Q* − m] + Var_ref[Q*]/(2β) where β is large — the plain log-sum-exp would cancel
+there (β·log Σ π_ref e^{Q*/β} with Q*/β ~ 1e-14 loses every digit); see
+``xpo_sim._kernels.soft``. V* is accurate to a few ulp of the magnitudes of Q* at every β:
+as β → ∞, J_β(π*) → E_{π_ref} r(τ); as β → 0, J_β(π*) = E_ρ max_τ r(τ) exactly and π*
+concentrates on the arg max. Where β is large, π_ref's rows are treated as the
+distributions they stand for (normalized; they sum to 1 within 1e-9 in float64).
 
 :func:`evaluate` scores any per-state policy exactly (no Monte Carlo):
-J_β(π) = E r(τ) − β E KL(π(·|s₀) ‖ π_ref(·|s₀)), both terms by backward induction.
+J_β(π) = E r(τ) − β E KL(π(·|s₀) ‖ π_ref(·|s₀)), both terms by backward induction. It forms
+no log-sum-exp, so the cancellation above does not arise in it; but J_β(π) is a difference,
+and J_β(π*) − J_β(π) from two such values loses ~ε·|J| — the regret of a policy is computed
+directly as a sum of non-negative KL terms by :func:`xpo_sim.metrics.policy_regret`.
 :func:`occupancy` is the forward recursion for the probability of visiting each state.
 """
 
@@ -69,7 +82,7 @@ class PolicyEvaluation:
 
 def _check_mdp(mdp) -> TokenMDP:
     if not isinstance(mdp, TokenMDP):
-        raise TypeError(f"expected a TokenMDP, got {type(mdp).__name__}")
+        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
     return mdp
 
 
@@ -109,7 +122,11 @@ def solve_soft(mdp: TokenMDP, beta: float, out=None) -> SoftSolution:
     Raises ValueError when ``beta`` is not a positive finite number or ``out`` does not fit.
     """
     _check_mdp(mdp)
-    beta = checks.beta(beta)
+    return _solve_soft(mdp, checks.beta(beta), out)
+
+
+def _solve_soft(mdp: TokenMDP, beta: float, out=None) -> SoftSolution:
+    """:func:`solve_soft` for an already validated float β (the round loop's)."""
     S, A = mdp.n_states, mdp.n_actions
     if out is None:
         q = np.empty((S, A))
@@ -134,7 +151,12 @@ def evaluate(mdp: TokenMDP, logp, beta: float, out=None) -> PolicyEvaluation:
     allocate nothing when ``logp`` is already a C-contiguous float64 (S, A) array.
     """
     _check_mdp(mdp)
-    beta = checks.beta(beta)
+    return _evaluate(mdp, logp, checks.beta(beta), out)
+
+
+def _evaluate(mdp: TokenMDP, logp, beta: float, out=None) -> PolicyEvaluation:
+    """:func:`evaluate` for an already validated float β (the round loop's); the table is
+    still checked, in the same pass, by the kernel."""
     table = np.asarray(logp)
     if table.shape != (mdp.n_states, mdp.n_actions) or table.dtype != np.float64:
         table = mdp.check_policy(table)  # raises on a wrong shape or dtype

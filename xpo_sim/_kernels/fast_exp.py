@@ -16,6 +16,13 @@ Accuracy (``tests/test_fast_exp.py``): within 1 ulp of ``np.exp`` on dense grids
 [−750, 710]; exp(−inf) = 0, exp(+inf) = +inf, exp(nan) = nan, exp(x) = 0 for
 x < −745.14 and +inf for x > 709.79, exactly as ``np.exp``.
 
+:func:`fast_expm1` is exp(x) − 1 from the same reduction: expm1(r) = r + r²·(1/2! + r/3! + …)
+(no cancellation for small r) and expm1(x) = 2^k·expm1(r) + (2^k − 1), where 2^k − 1 is exact
+for |k| ≤ 53; beyond that exp(x) − 1 is computed as for ``fast_exp`` (the −1 is then either
+below an ulp or the whole result). Within 2 ulp of ``np.expm1`` (``tests/test_numeric_edges.py``).
+The soft Bellman sweep uses it where β is large compared with the spread of Q*, so that
+Q*/β is tiny and exp(Q*/β) would round to 1.
+
 Compiled with ``fastmath={"contract"}`` only: ``reassoc`` would let LLVM fold
 (x·log2e + S) − S into x·log2e and break the rounding. The flags are per instruction and
 survive inlining into kernels compiled with other flags.
@@ -71,10 +78,71 @@ def fast_exp(x):
 
 
 @njit(cache=True, fastmath={"contract"})
+def fast_expm1(x):
+    """exp(x) − 1 for a float64 scalar, within 2 ulp of ``np.expm1``; vectorizable in a loop.
+
+    With x = k·ln2 + r (|r| ≤ ln2/2): e^x − 1 = 2^k·(e^r − 1) + (2^k − 1), e^r − 1 by its
+    Taylor polynomial r + r²·(1/2! + r/3! + … + r^11/13!); 2^k − 1 is exact for |k| ≤ 53, so
+    the sum has no cancellation (|k| = 1: 2^k − 1 and the result have the same sign and
+    size). For |k| > 53 it is (1 + (e^r − 1))·2^k − 1, the ``fast_exp`` value minus one.
+    expm1(−inf) = −1, expm1(+inf) = +inf, expm1(nan) = nan, expm1(±0) = ±0.
+    """
+    xc = min(max(x, X_MIN), X_MAX)
+    t = xc * LOG2E + SHIFTER
+    kf = t - SHIFTER
+    k = np.float64(t).view(np.int64) - SHIFTER_BITS
+    r = xc - kf * LN2_HI
+    r = r - kf * LN2_LO
+    p = C13
+    p = p * r + C12
+    p = p * r + C11
+    p = p * r + C10
+    p = p * r + C9
+    p = p * r + C8
+    p = p * r + C7
+    p = p * r + C6
+    p = p * r + C5
+    p = p * r + C4
+    p = p * r + C3
+    p = p * r + C2
+    em1 = (p * r) * r + r  # e^r − 1
+    small = k < -1000
+    big = k > 1000
+    kk = k + 1000 if small else (k - 1000 if big else k)
+    tail = TWO_M1000 if small else (TWO_P1000 if big else 1.0)
+    scale = np.int64((kk + 1023) << 52).view(np.float64)
+    two_k = scale * tail  # 2^k exactly for |k| ≤ 53 (the only case where it is used)
+    near = em1 * two_k + (two_k - 1.0)
+    far = (em1 + 1.0) * scale * tail - 1.0
+    y = near if ((k > -54) & (k < 54)) else far  # & (not `and`): a select, no branch
+    return y if ((x == x) & (x != 0.0)) else x  # nan stays nan, ±0 stays ±0
+
+
+@njit(cache=True, fastmath={"contract"})
+def expm1_into(x, out):
+    """out[i] = fast_expm1(x[i]) for 1-D arrays (used by the tests)."""
+    for i in range(x.shape[0]):
+        out[i] = fast_expm1(x[i])
+
+
+@njit(cache=True, fastmath={"contract"})
 def mul_add(a, b, c):
     """a + b·c. A separate function so the multiply carries no ``reassoc`` flag: inside a
     kernel compiled with ``reassoc``, LLVM rewrites q·(1/β) into q/β, a division per pair."""
     return a + b * c
+
+
+@njit(cache=True, fastmath={"contract"})
+def scaled_gap(q, m, inv_beta):
+    """min((q − m)·(1/β), 0): the scaled gap d ≤ 0 of ``soft_backward``. A separate function
+    for the reason given at :func:`mul_add` (no ``reassoc`` on the multiply)."""
+    return min((q - m) * inv_beta, 0.0)
+
+
+@njit(cache=True, fastmath={"contract"})
+def mul(a, b):
+    """a·b without the ``reassoc`` flag (see :func:`mul_add`)."""
+    return a * b
 
 
 @njit(cache=True, fastmath={"contract"})

@@ -9,8 +9,35 @@ forward recursion.
 Soft Bellman backup (``soft_backward``)::
 
     Q*(s,a) = r(s,a) + V*(s'),            V*(end) = 0
-    V*(s)   = β log Σ_a π_ref(a|s) exp(Q*(s,a)/β)     (max-shifted log-sum-exp)
-    log π*(a|s) = log π_ref(a|s) + Q*(s,a)/β − V*(s)/β
+    V*(s)   = β log Σ_a π_ref(a|s) exp(Q*(s,a)/β)
+    log π*(a|s) = log π_ref(a|s) + (Q*(s,a) − V*(s))/β
+
+evaluated per state, with m = max_a Q*(s,a) and d_a = (Q*(s,a) − m)/β ≤ 0 over the allowed
+tokens (π_ref(a|s) > 0), as
+
+    V*(s) = m + β·L,   L = log Σ_a π_ref(a|s) e^{d_a},   log π*(a|s) = log π_ref(a|s) + d_a − L,
+
+where L is computed in one of three ways, chosen per state by the spread
+δ = (max_a Q* − min_a Q*)/β over the allowed tokens:
+
+* δ > 1 (the common case: β small against the reward differences) — max-shifted
+  log-sum-exp, x_a = log π_ref + d_a, M = max_a x_a, L = M + log Σ_a e^{x_a − M}. Its
+  absolute error is ~ε·(|M| + log A), so V* has error ~ε·β·(|log π_ref| + log A) ≤
+  ε·spread·(…): relative precision.
+* 2⁻²⁷ < δ ≤ 1 — L = log1p(Σ_a π_ref(a|s)·expm1(d_a)) (π_ref normalized to sum 1). The
+  log-sum-exp form would cancel here: L is of size δ while M and log Σ are of size
+  |log π_ref|, so β·L lost log π_ref/δ of its digits (at β = 1e14 and rewards ~1 every digit:
+  J* came out 0). The expm1 terms all have the sign of d_a ≤ 0, 1 + Σ ≥ e^{−1}, so the sum
+  and log1p keep relative precision.
+* δ ≤ 2⁻²⁷ (β enormous against the spread; also every state with a single allowed token or
+  equal Q*) — the cumulant expansion β·L = μ + σ²/(2β) with μ = E_ref[Q* − m] and
+  σ² = Var_ref[Q*]: the next term, κ₃/(6β²), is below δ²/6 ≤ 2⁻⁵⁶ of the spread. No
+  exponential, and no subnormal (Q* − m)/β enters V*.
+
+V*(s) = m + β·L never overflows: d_a ≤ 0, e^{d_a} underflows to 0 at worst, and
+0 ≥ β·L ≥ −min(spread, β·|log π_ref(a*|s)|) (Jensen; a* the arg max). (The common case
+forms Q*/β once, for speed, and falls back to d where that overflows.) As β → 0 (β ≥ ``checks.BETA_MIN``),
+V* = m to the last bit and π* puts all its mass on the arg max (ties: in proportion to π_ref).
 
 Policy evaluation (``evaluate_backward``), for any per-state policy π::
 
@@ -19,16 +46,30 @@ Policy evaluation (``evaluate_backward``), for any per-state policy π::
 
 Occupancy (``occupancy_forward``): d(s) = ρ(s) + Σ_{(u,a): s'(u,a)=s} d(u) π(a|u).
 
+Regret (``regret_backward``), for any per-state policy π against the solution (Q*, V*)::
+
+    G(s) = Σ_a [ β·(π(a|s)·t_a − π(a|s) + π*(a|s)) + π(a|s)·G(s') ],
+    t_a = log π(a|s) − log π*(a|s) = (log π(a|s) − log π_ref(a|s)) + (V*(s) − Q*(s,a))/β,
+
+where π·t − π + π* = π·g(t) with g(t) = t − 1 + e^{−t} ≥ 0 where π > 0, and = π* ≥ 0 where
+π = 0; the row sums to KL(π(·|s) ‖ π*(·|s)) − Σ_a π + Σ_a π* = KL for normalized rows, and
+G(s₀) = β Σ_s d^π_{s₀}(s) KL(π(·|s) ‖ π*(·|s)) = V*(s₀) − J^π(s₀) (performance difference in a
+deterministic MDP). Every term is ≥ 0. t_a is formed from Q* and V*, not from the rounded
+log π*, so tiny t (large β, π ≈ π_ref) keeps its relative precision; and the sum is
+stationary in V* (∂/∂V* Σ π g = (Σπ − Σπ*)/β = 0), so an error in V* enters only squared.
+
 The two backward sweeps that every objective evaluation runs (``soft_backward``,
 ``evaluate_backward``) take their exponentials from ``fast_exp`` (``_kernels/fast_exp.py``,
 within 1 ulp of ``np.exp``) in a loop of its own, which LLVM vectorizes; libm's scalar
 ``exp`` would be called once per pair.
 """
 
+import math
+
 import numpy as np
 from numba import njit
 
-from xpo_sim._kernels.fast_exp import fast_exp, mul_add
+from xpo_sim._kernels.fast_exp import fast_exp, fast_expm1, mul, mul_add, scaled_gap
 
 NEG_INF = -np.inf
 
@@ -38,33 +79,104 @@ NEG_INF = -np.inf
 FAST = {"reassoc", "contract"}
 
 
+# Per-state switches of ``soft_backward`` on the spread δ = (max Q* − min Q*)/β.
+EXPM1_SPREAD = 1.0  # δ ≤ this: log1p/expm1 form (1 + Σ π_ref expm1(d) ≥ e^{-1}: no cancellation)
+TAYLOR_SPREAD = 2.0**-27  # δ ≤ this: β·L = μ + σ²/(2β) (next term ≤ δ²/6 ≤ 2^-56 relative)
+TINY = 2.2250738585072014e-308  # smallest normal float64
+
+
 @njit(cache=True, fastmath=FAST)
 def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
     """Fill ``q_out`` (S,A), ``v_out`` (S,), ``logp_out`` (S,A) with Q*, V*, log π*.
 
-    A disallowed token (ref_logp = −inf) needs no branch: its x = −inf contributes
-    exp(−inf) = 0 to the sum and gets log π* = −inf. Every row allows some token.
-    Per state: one pass computes Q and x = log π_ref + Q/β (kept in ``logp_out``) and the
-    row max; one vectorized pass sums exp(x − max); one subtracts the log-sum-exp.
+    V*(s) = m + β·L and log π* = log π_ref + d − L with m = max Q*, d = (Q* − m)/β over the
+    allowed tokens; L by one of the three forms of the module docstring, chosen by the
+    spread δ = (max Q* − min Q*)/β. A disallowed token (ref_logp = −inf) gets
+    x = −inf + min(d, 0) = −inf, log π* = −inf, weight e^{−inf} = 0, and is left out of m,
+    the spread and the moments by a select. Every row allows some token.
+    Per state: one pass computes Q, its max/min and x = log π_ref + Q/β (kept in
+    ``logp_out``) with its max M; in the common case δ > 1 one vectorized pass sums
+    exp(x − M) and one subtracts M + log Σ (the same three passes as a plain log-sum-exp);
+    where Q/β overflowed, x is first recomputed from d. The other two forms recompute
+    ``logp_out`` = log π_ref + d in their own (vectorized) pass.
     """
     n_states, n_actions = reward.shape
     inv_beta = 1.0 / beta
     for s in range(n_states - 1, -1, -1):
-        m = NEG_INF
+        q_max = NEG_INF
+        q_min = np.inf
+        x_max = NEG_INF
         for a in range(n_actions):
             nxt = next_state[s, a]
             q = reward[s, a]
             if nxt >= 0:
                 q += v_out[nxt]
             q_out[s, a] = q
-            x = mul_add(ref_logp[s, a], q, inv_beta)
+            lr = ref_logp[s, a]
+            allowed = lr > NEG_INF
+            x = mul_add(lr, q, inv_beta)  # log π_ref + Q*/β, unshifted (see below)
+            x = x if allowed else NEG_INF  # −inf + inf would be NaN
             logp_out[s, a] = x
-            m = max(m, x)
-        total = 0.0
-        for a in range(n_actions):
-            total += fast_exp(logp_out[s, a] - m)
-        lse = m + np.log(total)
-        v_out[s] = beta * lse
+            x_max = max(x_max, x)
+            q_max = max(q_max, q if allowed else NEG_INF)
+            q_min = min(q_min, q if allowed else np.inf)
+        spread = mul(q_max - q_min, inv_beta)
+        if spread > EXPM1_SPREAD:
+            # max-shifted log-sum-exp, M = max_a x_a. Common case: x = log π_ref + Q*/β from
+            # the first pass is finite, and L = (M − m/β) + log Σ e^{x − M} (M − m/β errs by
+            # ~ε·|m|/β, i.e. ~ε·|m| in V*); if Q*/β overflowed (tiny β, large rewards),
+            # recompute x = log π_ref + d with d = (Q* − m)/β ≤ 0, which cannot.
+            m_scaled = mul(q_max, inv_beta)
+            if x_max < np.inf and x_max > NEG_INF and abs(m_scaled) < np.inf:
+                shift = x_max - m_scaled
+            else:
+                x_max = NEG_INF
+                for a in range(n_actions):
+                    x = ref_logp[s, a] + scaled_gap(q_out[s, a], q_max, inv_beta)
+                    logp_out[s, a] = x
+                    x_max = max(x_max, x)
+                shift = x_max
+            total = 0.0
+            for a in range(n_actions):
+                total += fast_exp(logp_out[s, a] - x_max)
+            log_total = np.log(total)
+            v_out[s] = q_max + beta * (shift + log_total)  # m + β·L
+            lse = x_max + log_total  # log π* = x − lse
+        elif spread > TAYLOR_SPREAD:
+            # L = log1p(Σ π_ref expm1(d) / Σ π_ref): every term ≤ 0, 1 + Σ ≥ e^{-1}
+            mass = 0.0
+            total = 0.0
+            for a in range(n_actions):
+                lr = ref_logp[s, a]
+                d = scaled_gap(q_out[s, a], q_max, inv_beta)
+                logp_out[s, a] = lr + d
+                p = fast_exp(lr)
+                mass += p
+                total += p * fast_expm1(d)
+            lse = np.log1p(total / mass)
+            v_out[s] = q_max + beta * lse
+        else:
+            # β·L = μ + σ²/(2β) with the moments of Q* − m under π_ref (normalized), taken
+            # of y = (Q* − m)/c ∈ [−1, 0], c = max Q* − min Q*, so no square overflows
+            width = q_max - q_min
+            inv_width = 1.0 / width if width >= TINY else 0.0  # subnormal width: V* = m to 1e-308
+            mass = 0.0
+            mean = 0.0
+            second = 0.0
+            for a in range(n_actions):
+                lr = ref_logp[s, a]
+                gap = q_out[s, a] - q_max
+                logp_out[s, a] = lr + scaled_gap(gap, 0.0, inv_beta)
+                y = mul(gap, inv_width) if lr > NEG_INF else 0.0
+                p = fast_exp(lr)
+                mass += p
+                mean += p * y
+                second += p * y * y
+            mean /= mass
+            var = max(second / mass - mean * mean, 0.0)
+            excess = width * (mean + var * (0.5 * spread))  # β·L = V* − m = μ + σ²/(2β)
+            v_out[s] = q_max + excess
+            lse = mul(excess, inv_beta)
         for a in range(n_actions):
             logp_out[s, a] -= lse
 
@@ -108,6 +220,116 @@ def evaluate_backward(next_state, reward, ref_logp, logp, tol, reward_out, kl_ou
         reward_out[s] = r_acc
         kl_out[s] = kl_acc
     return bad
+
+
+# Coefficients of h(t) = g(t)/t² = Σ_{k≥2} (−t)^{k−2}/k!, g(t) = t − 1 + e^{−t}; through
+# k = 20 the truncation is below 1/21! < 2e-20 of h ≥ e^{−1} on |t| ≤ 1.
+_H = tuple((-1.0) ** j / math.factorial(j + 2) for j in range(19))
+
+
+@njit(cache=True, fastmath={"contract"})
+def kl_excess_over_t2(t):
+    """h(t) = (t − 1 + e^{−t}) / t² for |t| ≤ 1 by its series in Horner form; h decreases
+    from h(−1) = e − 2 to h(1) = e^{−1}, so it is positive."""
+    h = _H[18]
+    h = h * t + _H[17]
+    h = h * t + _H[16]
+    h = h * t + _H[15]
+    h = h * t + _H[14]
+    h = h * t + _H[13]
+    h = h * t + _H[12]
+    h = h * t + _H[11]
+    h = h * t + _H[10]
+    h = h * t + _H[9]
+    h = h * t + _H[8]
+    h = h * t + _H[7]
+    h = h * t + _H[6]
+    h = h * t + _H[5]
+    h = h * t + _H[4]
+    h = h * t + _H[3]
+    h = h * t + _H[2]
+    h = h * t + _H[1]
+    h = h * t + _H[0]
+    return h
+
+
+@njit(cache=True, fastmath=FAST)
+def regret_backward(next_state, ref_logp, logp, q, v, beta, tol, regret_out):
+    """Fill ``regret_out`` (S,) with G(s) = β Σ_{s'} d^π_s(s') KL(π(·|s') ‖ π*(·|s')), the
+    regret V*(s) − J^π(s) of the policy ``logp`` from each state, given the solution's
+    ``q`` = Q* and ``v`` = V*.
+
+    Per token with π(a|s) = p > 0, u = log π − log π_ref, w = V*(s) − Q*(s,a),
+    t = u + w/β = log π − log π*, the term β·p·g(t), g(t) = t − 1 + e^{−t} ≥ 0, is
+
+    * |t| ≤ 1: p·(β·t)·t·h(t) with h = g/t² by its series — no cancellation, no
+      underflow of t² at huge β (β·t is formed first);
+    * |t| > 1: p·((β·u + w) − β) + β·π*(a|s), π*(a|s) = exp(log π_ref − w/β) — β·t is
+      formed as β·u + w, so w/β may overflow (tiny β) without harm; the cancellation is
+      at most a factor 1/g(±1) ≈ 3;
+    * p = 0: β·π*(a|s) (the limit of β·p·g(t) = β·(p·t − p + π*)): the mass π* puts where
+      π puts none.
+
+    Each token's term (with p·G(s') added) is clamped at 0: only rounding could push the
+    |t| > 1 form below. The products β·t·t are formed left to right outside ``reassoc``
+    (t² would underflow at β = 1e300). Mass on a token π_ref disallows gives u = t = +inf and
+    the term +inf.
+    Validates like ``evaluate_backward``: returns −1 or the first bad state.
+    """
+    n_states, n_actions = logp.shape
+    inv_beta = 1.0 / beta
+    bad = -1
+    p_row = np.empty(n_actions)
+    for s in range(n_states - 1, -1, -1):
+        mass = 0.0
+        n_bad = 0
+        for a in range(n_actions):
+            lp = logp[s, a]
+            n_bad += 0 if lp < np.inf else 1  # NaN or +inf
+            p = fast_exp(lp)
+            p_row[a] = p
+            mass += p
+        v_s = v[s]
+        acc = 0.0
+        for a in range(n_actions):
+            p = p_row[a]
+            lr = ref_logp[s, a]
+            u = logp[s, a] - lr  # +inf when π_ref disallows a token π uses
+            w = v_s - q[s, a]
+            t = u + mul(w, inv_beta)
+            log_star = min(lr - mul(w, inv_beta), 0.0) if lr > NEG_INF else NEG_INF  # log π*(a|s)
+            if p > 0.0:
+                if abs(t) <= 1.0:
+                    term = p * mul(mul(beta, t), t) * kl_excess_over_t2(t)
+                else:
+                    term = p * ((beta * u + w) - beta) + beta * fast_exp(log_star)
+            else:
+                term = beta * fast_exp(log_star)  # β·(p·t − p + π*) at p = 0
+            nxt = next_state[s, a]
+            g_next = regret_out[max(nxt, 0)] if nxt >= 0 else 0.0
+            term += p * g_next if p > 0.0 else 0.0
+            acc += term if term > 0.0 else 0.0
+        if n_bad > 0 or abs(mass - 1.0) > tol:
+            bad = s
+        regret_out[s] = acc
+    return bad
+
+
+@njit(cache=True)
+def max_abs_path_sum(next_state, reward, out):
+    """Fill ``out`` (S,) with B(s) = max over every path from s (every token, allowed or
+    not) of Σ_h |r(s_h, a_h)|: B(s) = max_a (|r(s,a)| + B(s')), B(end) = 0. It bounds
+    |Q*|, |V*|, |J| and the reward to go of every policy from s; inf when it overflows."""
+    n_states, n_actions = reward.shape
+    for s in range(n_states - 1, -1, -1):
+        best = 0.0
+        for a in range(n_actions):
+            nxt = next_state[s, a]
+            total = abs(reward[s, a])
+            if nxt >= 0:
+                total += out[nxt]
+            best = max(best, total)
+        out[s] = best
 
 
 @njit(cache=True)
