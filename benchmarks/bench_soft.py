@@ -188,7 +188,7 @@ def bench_size(horizon, repeats, kernel_rows):
     mdp = xpo_sim.envs.token_tree(VOCAB, horizon, N_PROMPTS, rewards="dense", seed=0)
     offsets = mdp.info["layer_offsets"]
     ns, r, ref = mdp.next_state, mdp.reward, mdp.ref_logp
-    pairs, states = mdp.n_pairs, mdp.n_states
+    pairs, states = mdp.n_state_actions, mdp.n_states
     label = f"vocab={VOCAB}, horizon={horizon}, prompts={N_PROMPTS}, pairs={pairs}"
     reps = repeats or default_repeats(pairs)
 

@@ -47,7 +47,7 @@ def test_inputs_are_copied():
 
 def test_sizes_and_structure_properties():
     mdp = make()
-    assert (mdp.n_states, mdp.n_actions, mdp.n_pairs) == (3, 3, 9)
+    assert (mdp.n_states, mdp.n_actions, mdp.n_state_actions) == (3, 3, 9)
     # longest allowed path: 0 -a0-> 1 -a0-> 2 -> end  (3 steps)
     assert mdp.horizon == 3
     # from 2: 3 ways; from 1: 1 (via 2) * 3 + 1 = 4 ... action 2 of state 1 is disallowed

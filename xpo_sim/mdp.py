@@ -288,7 +288,7 @@ class TokenMDP:
             import scipy.sparse as sp
 
             self._feature_csr = (self.features if sp.issparse(self.features)
-                                 else sp.csr_matrix(self.features.reshape(self.n_pairs, -1)))
+                                 else sp.csr_matrix(self.features.reshape(self.n_state_actions, -1)))
         return self._feature_csr
 
     # ------------------------------------------------------------------ sizes
@@ -301,8 +301,8 @@ class TokenMDP:
         return int(self.next_state.shape[1])
 
     @property
-    def n_pairs(self) -> int:
-        """Number of state-action pairs S·A."""
+    def n_state_actions(self) -> int:
+        """Number of state-action pairs S·A (`n_pairs` elsewhere means preference pairs)."""
         return int(self.next_state.size)
 
     @property

@@ -411,7 +411,7 @@ def _trajectory_features(mdp: TokenMDP, batch: TrajectoryBatch, features: sp.csr
     steps = np.arange(width)[None, :] < batch.lengths[:, None]  # row-major: trajectory after trajectory
     cols = batch.states[steps] * mdp.n_actions + batch.actions[steps]
     indptr = np.concatenate([[0], np.cumsum(batch.lengths)])
-    incidence = sp.csr_matrix((np.ones(cols.size), cols, indptr), shape=(n, mdp.n_pairs))
+    incidence = sp.csr_matrix((np.ones(cols.size), cols, indptr), shape=(n, mdp.n_state_actions))
     phi = sp.csr_matrix(incidence @ sp.csr_matrix(features))
     phi.sum_duplicates()
     phi.eliminate_zeros()

@@ -261,7 +261,7 @@ class _LinearRewardBase:
             return None
         states, actions = arrays["path_states"], arrays["path_actions"]
         on_path = np.arange(states.shape[1]) < arrays["path_lengths"][:, None]
-        steps = np.zeros(self.mdp.n_pairs)
+        steps = np.zeros(self.mdp.n_state_actions)
         steps[states[on_path] * self.mdp.n_actions + actions[on_path]] = 1.0
         return (abs(self._features_t) @ steps) == 0.0
 
@@ -349,7 +349,7 @@ class ImplicitRewardClass(_LinearRewardBase):
     # one-hot features: F θ is a scatter and Fᵀ g a gather (same numbers as the sparse
     # products, without their per-call overhead, which dominates on small instances)
     def reward_table(self, params: np.ndarray) -> np.ndarray:
-        table = np.zeros(self.mdp.n_pairs)
+        table = np.zeros(self.mdp.n_state_actions)
         table[self._flat_index] = params
         return table.reshape(self.mdp.n_states, self.mdp.n_actions)
 
