@@ -11,7 +11,11 @@ a round, so its query count is the number of informative prompts); online IPO; o
 length-normalized DPO; SELM (α = 0.1, i.e. α·β = 0.01 on an extra response from the
 previous iterate); ExPO on hybrid DPO with γ = 0.5 and 1 (iterate_regret is the hybrid
 iterate's own regret); RLHF with the exact optimum of the fitted reward, and with PPO
-(64 samples, 8 clipped epochs a round, logits policy); count-based optimism (c = 0.5).
+(64 samples, 8 clipped epochs a round, logits policy); count-based optimism (c = 0.5);
+Inverse-Q* (4 samples per prompt from πᵗ, the oracle's best one conditions π̂* = π_ref tilted
+by exp(Ĝ/β); the iterate is π̂*, a per-state table, so it runs in the logits class); SE-POPO
+(epochs of 25 rounds, preference incentive α_t = 0.4/√t); VPO (on-policy pairs, exact
+E_{π_ref} log π with α_t = 0.1·B·√t for B pairs a round, i.e. XPO's expected bonus weight).
 
 Outputs: shards and summary.csv (queries to 10% of π_ref's regret, fraction reaching it,
 final regret relative to π_ref's, best iterate, final KL to π_ref) in --out;
@@ -47,7 +51,18 @@ METHODS = [
     ("RLHF, exact optimum", "RLHF", {}),
     ("RLHF, PPO", "RLHF", dict(update_rule="ppo")),
     ("count-based UCB (c = 0.5)", "CountUCB", dict(c=0.5)),
+    ("Inverse-Q* (k = 4)", "InverseQStar", dict(k=4), "logits"),
+    ("SE-POPO (α = 0.4/√t)", "SEPOPO", dict(alpha=0.4, schedule="inv_sqrt", epoch_rounds=25)),
+    ("VPO (α = 0.1·B·√t)", "VPO", dict(schedule="sqrt")),  # α set per instance: 0.01·B/β
 ]
+
+
+def method_arguments(name: str, args: dict, batch: int) -> dict:
+    """The method's arguments for an instance with ``batch`` pairs a round (VPO's α matches
+    XPO's expected bonus weight: αβ√t = 0.01·batch·√t)."""
+    if name == "VPO":
+        args = dict(args, alpha=0.01 * batch / BETA)
+    return dict(args, batch=batch)
 
 
 def instances(quick: bool):
@@ -65,11 +80,11 @@ def build_configs(quick: bool, seeds: int) -> list[RunConfig]:
     for replicate in range(seeds):
         for group, family, args, beta, batch, rounds in instances(quick):
             instance_args = dict(args, seed=replicate) if family != "two_arm_needle" else args
-            for label, name, method_args in METHODS:
+            for label, name, method_args, *policy in METHODS:
                 configs.append(RunConfig(
                     instance=family, instance_args=instance_args, algorithm=name,
-                    algorithm_args=dict(method_args, batch=batch), beta=beta, rounds=rounds,
-                    replicate=replicate, group=group, label=label,
+                    algorithm_args=method_arguments(name, method_args, batch), beta=beta, rounds=rounds,
+                    replicate=replicate, group=group, label=label, policy=policy[0] if policy else "implicit",
                 ))
     return configs
 

@@ -10,7 +10,7 @@ from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO
 from xpo_sim.data import PreferenceData
 from xpo_sim.loop import run
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
-from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, CountUCB, ExPO, IterativeDPO
+from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, VPO, CountUCB, ExPO, InverseQStar, IterativeDPO, SEPOPO
 from xpo_sim.metrics import coverability, optimal_mass, regret, seen_mass
 from xpo_sim.policies import ImplicitRewardClass, LinearRewardClass, LogitsClass, PolicyClass, RewardClass
 from xpo_sim.preferences import Argmax, BradleyTerry
@@ -54,6 +54,9 @@ __all__ = [
     "ExPO",
     "RLHF",
     "CountUCB",
+    "InverseQStar",
+    "SEPOPO",
+    "VPO",
     "run",
     "envs",
     "losses",

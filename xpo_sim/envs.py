@@ -21,6 +21,14 @@ an instance is reproducible unless asked otherwise) and records its parameters i
 
 The reference policy of the random families is π_ref(·|s) ∝ exp(g_s / T) with
 g_s ∼ N(0, I) and a temperature T (``ref_temperature``; T → ∞ gives the uniform policy).
+
+**Reward scale.** :func:`bandit_needle`, :func:`token_needle` and :func:`combination_lock`
+take ``reward_scale`` = R_max > 0 (default 1): every reward is multiplied by R_max, so the
+optimal response has reward R_max and the rewards span [0, R_max] (XPO's guarantee carries
+a factor e^{2 R_max}; ``experiments/reward_scale.py``). π_ref, the random draws and the
+layout do not depend on it, and R_max = 1 gives exactly the arrays of the unscaled family
+(multiplying by 1.0 is exact). ``info["reward_scale"]`` records it; the lock's
+``theta_star`` and ``feature_box`` scale with it.
 """
 
 from __future__ import annotations
@@ -209,14 +217,19 @@ def _bad_rewards(rng: np.random.Generator, bad_reward, size: int) -> np.ndarray:
     return rng.permutation(np.linspace(low, high, size))
 
 
-def bandit_needle(n_responses: int, eps: float, *, n_prompts: int = 1, bad_reward=0.0, seed=0) -> TokenMDP:
+def bandit_needle(n_responses: int, eps: float, *, n_prompts: int = 1, bad_reward=0.0, reward_scale: float = 1.0,
+                  seed=0) -> TokenMDP:
     """A bandit where π_ref puts mass ``eps`` on one good response (reward 1, drawn at
     random per prompt) and spreads 1 − eps evenly over the others, whose reward is
     ``bad_reward`` (a number, or a pair (low, high) for graded rewards, which must stay
-    below 1). ``info["optimal_actions"][p]`` is prompt p's good response."""
+    below 1). ``info["optimal_actions"][p]`` is prompt p's good response.
+
+    ``reward_scale`` = R_max multiplies every reward (good response R_max, bad ones
+    R_max·bad_reward); π_ref and the random draws do not change."""
     n_responses = _positive_int("n_responses", n_responses, minimum=2)
     n_prompts = _positive_int("n_prompts", n_prompts)
     eps = _probability("eps", eps, low_open=True, high_open=True)
+    scale = checks.positive("reward_scale", reward_scale)
     rng = as_generator(seed)
     good = rng.integers(n_responses, size=n_prompts)
     reward = np.empty((n_prompts, n_responses))
@@ -230,8 +243,9 @@ def bandit_needle(n_responses: int, eps: float, *, n_prompts: int = 1, bad_rewar
     mask[np.arange(n_prompts), good] = False
     if (reward[mask] >= 1.0).any():
         raise ValueError("bad_reward must stay below the good response's reward 1")
+    reward *= scale
     info = dict(family="bandit_needle", n_responses=n_responses, eps=eps, n_prompts=n_prompts,
-                bad_reward=bad_reward, optimal_actions=good)
+                bad_reward=bad_reward, optimal_actions=good, reward_scale=scale)
     return TokenMDP(np.full((n_prompts, n_responses), -1), reward, ref_logp,
                     np.full(n_prompts, 1.0 / n_prompts), info)
 
@@ -244,6 +258,7 @@ def token_needle(
     n_prompts: int = 1,
     bad_reward=0.0,
     ref_temperature: float = math.inf,
+    reward_scale: float = 1.0,
     seed=0,
 ) -> TokenMDP:
     """A token tree with one optimal response per prompt (a random token path, terminal
@@ -251,11 +266,13 @@ def token_needle(
     drawn uniformly, below 1). Along the optimal path π_ref gives the path's token
     probability ε^(1/horizon) and spreads the rest evenly, so π_ref(optimal response) =
     ``eps``; off the path π_ref is random with ``ref_temperature`` (default uniform).
-    ``info["optimal_path"]`` (n_prompts, horizon) lists the optimal tokens."""
+    ``info["optimal_path"]`` (n_prompts, horizon) lists the optimal tokens.
+    ``reward_scale`` = R_max multiplies every reward (optimal response R_max)."""
     vocab = _positive_int("vocab", vocab, minimum=2)
     horizon = _positive_int("horizon", horizon)
     n_prompts = _positive_int("n_prompts", n_prompts)
     eps = _probability("eps", eps, low_open=True, high_open=True)
+    scale = checks.positive("reward_scale", reward_scale)
     rng = as_generator(seed)
     next_state, offsets = _tree_layout(n_prompts, vocab, horizon)
     n_states = next_state.shape[0]
@@ -278,13 +295,14 @@ def token_needle(
     if (reward[leaves] >= 1.0).any():
         raise ValueError("bad_reward must stay below the optimal response's reward 1")
     reward[path_states[:, -1], path[:, -1]] = 1.0
+    reward *= scale
     info = dict(family="token_needle", vocab=vocab, horizon=horizon, eps=eps, n_prompts=n_prompts,
                 bad_reward=bad_reward, optimal_path=path, optimal_path_states=path_states,
-                layer_offsets=offsets)
+                layer_offsets=offsets, reward_scale=scale)
     return TokenMDP(next_state, reward, ref_logp, _uniform_over_first(n_states, n_prompts), info)
 
 
-def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0) -> TokenMDP:
+def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0, *, reward_scale: float = 1.0) -> TokenMDP:
     r"""An H-level combination lock: a DAG whose unique optimal response is exponentially
     rare under π_ref, with level-indicator features that realize the reward.
 
@@ -317,10 +335,14 @@ def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0) -> Toke
         π_ref's probability of the correct token at each on-path state.
     seed : int or numpy.random.Generator
         Draws the correct tokens, ``rng.integers(vocab, size=horizon)``.
+    reward_scale : float > 0
+        R_max: every reward is multiplied by it (R_max/H per correct token, optimum R_max),
+        and so are ``theta_star`` = (R_max/H, …) and ``feature_box`` = [0, R_max/H]^H.
     """
     horizon = _positive_int("horizon", horizon)
     vocab = _positive_int("vocab", vocab, minimum=2)
     p_correct = _probability("p_correct", p_correct, low_open=True, high_open=True)
+    scale = checks.positive("reward_scale", reward_scale)
     rng = as_generator(seed)
     correct = rng.integers(vocab, size=horizon).astype(np.int64)
 
@@ -341,9 +363,10 @@ def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0) -> Toke
 
     reward = np.zeros((n_states, vocab))
     reward[on, correct] = 1.0 / horizon
+    reward *= scale
     features = np.zeros((n_states, vocab, horizon))
     features[on, correct, levels] = 1.0
-    theta_star = np.full(horizon, 1.0 / horizon)
+    theta_star = np.full(horizon, 1.0 / horizon) * scale
 
     start = np.zeros(n_states)
     start[0] = 1.0
@@ -351,7 +374,7 @@ def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0) -> Toke
         family="combination_lock", horizon=horizon, vocab=vocab, p_correct=p_correct,
         eps=p_correct**horizon, n_prompts=1, optimal_path=correct[None, :],
         optimal_path_states=on[None, :].copy(), theta_star=theta_star,
-        feature_box=(0.0, 1.0 / horizon),
+        feature_box=(0.0, scale / horizon), reward_scale=scale,
     )
     return TokenMDP(next_state, reward, ref_logp, start, info, features=features)
 

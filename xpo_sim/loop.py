@@ -220,7 +220,9 @@ def run(
                     history_log_sum = (log_current if history_log_sum is None
                                        else np.logaddexp(history_log_sum, log_current))
                     for name in ctx.used:
-                        if name == "history":
+                        if isinstance(name, np.ndarray):  # a table the algorithm sampled directly
+                            tracker.add(tracker.policy_logp(name))
+                        elif name == "history":
                             tracker.add(history_log_sum - math.log(t))
                         elif name == "current":
                             tracker.add(log_current)

@@ -26,14 +26,29 @@ same columns and exact regret.
 * :class:`CountUCB` (a non-DPO exploration reference): the same reward fit, plus an
   optimism bonus c/√(1 + n(s,a)) on every reward parameter, where n counts the compared
   responses that used (s, a); clipped to the box; then exact soft planning π*(r̂ + bonus).
+* :class:`InverseQStar` (Xia et al. 2024, "Inverse-Q*", arXiv 2408.14874): no pairwise
+  preference loss; an estimate π̂* of the optimal policy (here: π_ref tilted toward the
+  responses the oracle judged best among ``k`` of the policy's own samples) gives dense
+  token rewards r̂(s,a) = β log(π̂*(a|s)/π_ref(a|s)), whose KL-regularized optimum (the
+  policy the token-level reward imitation trains toward) is π̂* itself.
+* :class:`SEPOPO` (Chen, Chen, Sun and Zhang 2025, arXiv 2502.00666): DPO plus a
+  *preference-based* optimism term −α Σ_ỹ E_{y∼π}[σ(r_π(y) − r_π(ỹ))] against a sampler
+  π_sam that is replaced by the learner's iterate after every epoch (π_sam = π_ref in the
+  first epoch); the expectation is exact (enumerated responses).
+* :class:`VPO` (Cen et al. 2024, arXiv 2405.19320), online: on-policy DPO pairs plus the
+  value incentive −α[V_{r_π} − E_{π_cal} r_π], which in policy form is
+  +αβ E_{x∼ρ, y∼π_cal} log(π(y|x)/π_ref(y|x)) — XPO's bonus with the sample average over
+  ỹ ∼ π_ref replaced by the expectation over π_cal = π_ref (exact, or sampled).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
+from scipy.special import expit
 
 from xpo_sim import checks
 from xpo_sim.algorithms import Algorithm, HybridDPO, OfflineDPO, OnlineDPO
@@ -43,7 +58,8 @@ from xpo_sim.policies import LogitsClass, RewardClass
 from xpo_sim.soft import evaluate
 from xpo_sim.trajectories import sample_trajectories, trajectory_reward
 
-__all__ = ["IterativeDPO", "IPO", "LNDPO", "SELM", "ExPO", "RLHF", "CountUCB", "extrapolate", "ppo_surrogate"]
+__all__ = ["IterativeDPO", "IPO", "LNDPO", "SELM", "ExPO", "RLHF", "CountUCB", "InverseQStar", "SEPOPO", "VPO",
+           "extrapolate", "ppo_surrogate", "conditioned_policy", "preference_incentive"]
 
 
 @dataclass(frozen=True)
@@ -305,3 +321,451 @@ class CountUCB(Algorithm):
             np.add.at(table, (arrays["path_states"][k, :n], arrays["path_actions"][k, :n]), per_path[k])
         return cls.contract(table)
 
+
+
+# --------------------------------------------------------------------------- Inverse-Q*
+def conditioned_policy(ref_logp: np.ndarray, good_counts: np.ndarray, tilt: float, beta: float) -> np.ndarray:
+    r"""Inverse-Q*'s estimate of the optimal policy in this simulator (see :class:`InverseQStar`):
+
+        π̂*(a|s) ∝ π_ref(a|s) · exp(c Ĝ(a|s) / β),   Ĝ(a|s) = G(s, a) / Σ_b G(s, b),
+
+    where G(s, a) counts the judged-good responses that took token a in state s (Ĝ = 0 in
+    states no judged-good response visits, so π̂* = π_ref there) and c = ``tilt``. Tokens
+    π_ref disallows stay at −inf. Returns the (S, A) table log π̂*."""
+    ref_logp = np.asarray(ref_logp, dtype=np.float64)
+    counts = np.asarray(good_counts, dtype=np.float64)
+    visits = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, visits, out=np.zeros_like(counts), where=visits > 0)
+    allowed = ref_logp > -np.inf
+    logits = np.where(allowed, ref_logp + (tilt / beta) * share, -np.inf)
+    top = logits.max(axis=1, keepdims=True)
+    return logits - (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))
+
+
+@dataclass(frozen=True)
+class InverseQStar(Algorithm):
+    r"""Inverse-Q* (Xia, Gao, Ge, Xi, Zhang and Huang 2024, "Inverse-Q*: Token Level
+    Reinforcement Learning for Aligning Large Language Models Without Preference Data",
+    arXiv 2408.14874): token-level reward imitation with dense rewards read off an estimate
+    π̂* of the optimal policy, without a pairwise preference loss.
+
+    **The identity it inverts.** For the KL-regularized optimum, β log(π*(a|s)/π_ref(a|s))
+    = Q*(s, a) − V*(s) = r(s, a) + V*(s') − V*(s) (DESIGN.md §2, identity 1): the per-token
+    log-ratio of π* is a potential-shaped reward with the same optimum (identity 4). Given an
+    estimate π̂*, Inverse-Q* therefore assigns every token the dense reward
+
+        r̂(s, a) = β log(π̂*(a|s) / π_ref(a|s)),
+
+    and trains the policy toward the KL-regularized optimum of r̂. That optimum is π̂*
+    itself, exactly: with r̂ as reward, V̂ ≡ 0 solves the soft Bellman equations
+    (β log Σ_a π_ref(a|s) e^{(r̂(s,a) + 0)/β} = β log Σ_a π̂*(a|s) = 0), so π*(r̂) = π̂*
+    (a test checks this on random trees). The idealized update — the exact minimizer of the
+    reward-imitation objective over all per-state policies — is πᵗ⁺¹ = π̂*ᵗ.
+
+    **What plays the conditioned model.** The paper obtains π̂* from the model itself,
+    conditioned on a better response (no reward model, no preference pairs). Here: each
+    round draws ``k`` responses per prompt from πᵗ (``batch`` prompts), the oracle ranks them
+    (:meth:`~xpo_sim.BradleyTerry.best_and_worst`: a Plackett–Luce draw under
+    Bradley–Terry, the argmax under :class:`~xpo_sim.Argmax`) and the best one is the
+    "better response" the model is conditioned on; π̂* is π_ref tilted toward the tokens of
+    the judged-good responses (:func:`conditioned_policy`):
+
+        π̂*(a|s) ∝ π_ref(a|s) exp(c Ĝ(a|s)/β),  Ĝ(a|s) = share of judged-good responses
+        through s that take a there,
+
+    i.e. the KL-regularized optimum of the dense pseudo-reward c·Ĝ, so that
+    r̂(s, a) = c Ĝ(a|s) − β log Σ_b π_ref(b|s) e^{c Ĝ(b|s)/β}. With ``tilt`` c equal to the
+    optimal reward and every judged-good response optimal, π̂* is π* on a needle bandit
+    (tested). ``accumulate=False`` (default) conditions on this round's judgments only (the
+    paper's estimate is per sampled response); ``True`` on all judgments so far.
+
+    **Queries.** One ranked prompt is one query (as for :class:`IterativeDPO`); the
+    (best ≻ worst) pair of each prompt is stored only so that the coverage columns and the
+    query count see the judged responses — no loss is computed on it.
+
+    **Policy class.** The iterate is the per-state table π̂* itself, which the logits class
+    represents exactly (θ = log π̂* − log π_ref); it runs with ``policy="logits"`` only.
+
+    **Inferred, not from the paper.** The paper's text (its equation numbers, how it prompts
+    the model for the better response, its exact imitation loss and schedules) was not
+    available to us; the dense reward is the paper's stated construction (token reward from
+    the log-ratio of the estimated optimal policy to the reference), while the oracle-picked
+    best-of-k conditioning and the tilt c are this simulator's stand-ins.
+    """
+
+    k: int = 4
+    tilt: float = 1.0
+    accumulate: bool = False
+    policy_classes: ClassVar[tuple[str, ...]] = ("logits",)
+    policy_class_reason: ClassVar[str] = (
+        "its iterate is the per-state table π̂* (the exact optimum of its dense reward), which the logits class "
+        "represents exactly; a reward class with shared or terminal-only parameters cannot in general"
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.integer("k", self.k, minimum=2)
+        checks.positive("tilt", self.tilt)
+        if not isinstance(self.accumulate, (bool, np.bool_)):
+            raise ValueError(f"accumulate must be True or False, got {self.accumulate!r}")
+
+    def collect(self, ctx: RoundContext) -> None:
+        n = self.pairs_in_round(ctx.t)
+        prompts = ctx.prompts(n)
+        samples = ctx.sample("current", prompts, per_prompt=self.k)
+        reward = trajectory_reward(ctx.mdp, samples).reshape(n, self.k)
+        best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
+        rows = np.arange(n) * self.k
+        good = samples.take(rows + best)
+        store_pairs(ctx.datasets, good, samples.take(rows + worst))
+        counts = ctx.state.get("good_counts") if self.accumulate else None
+        if counts is None:
+            counts = np.zeros(ctx.mdp.ref_logp.shape)
+        steps = np.arange(good.states.shape[1])[None, :] < good.lengths[:, None]
+        np.add.at(counts, (good.states[steps], good.actions[steps]), 1.0)
+        ctx.state["good_counts"] = counts
+
+    def dense_reward(self, ctx: RoundContext) -> np.ndarray:
+        """r̂(s, a) = β log(π̂*(a|s)/π_ref(a|s)) for the current judgments (0 on disallowed tokens)."""
+        logp = conditioned_policy(ctx.mdp.ref_logp, ctx.state["good_counts"], self.tilt, ctx.beta)
+        return np.where(ctx.mdp.allowed, ctx.beta * (logp - np.where(ctx.mdp.allowed, ctx.mdp.ref_logp, 0.0)), 0.0)
+
+    def update(self, ctx: RoundContext) -> None:
+        ctx.params = self.dense_reward(ctx) / ctx.beta  # logits-class θ = log π̂* − log π_ref
+
+
+# ----------------------------------------------------------------------------- SE-POPO
+class _Responses:
+    """Every response of an enumerable instance, with its trajectory features Φ(τ) under a
+    reward class's features and log π_ref(τ), grouped by prompt (exact expectations over
+    π_θ(·|x), for :class:`SEPOPO` and :class:`VPO`)."""
+
+    def __init__(self, mdp: TokenMDP, features, max_count: int):
+        from xpo_sim.metrics import _trajectory_features
+        from xpo_sim.trajectories import trajectory_logp
+
+        if mdp.n_trajectories > max_count:
+            raise ValueError(f"this instance has {mdp.n_trajectories} responses, more than max_enumerate={max_count}: "
+                             f"the exact expectation over π_θ enumerates them")
+        self.batch = mdp.trajectories(max_count)
+        self.ref_logp = trajectory_logp(mdp, mdp.ref_logp, self.batch)
+        self.phi = None if features is None else _trajectory_features(mdp, self.batch, features)
+        starts = self.batch.start_states  # enumerated grouped by prompt, in state order
+        bounds = np.flatnonzero(np.diff(starts)) + 1
+        edges = np.concatenate([[0], bounds, [len(starts)]])
+        self.groups = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        self._index = {(int(starts[i]), *self.batch.actions[i, :n].tolist()): i
+                       for i, n in enumerate(self.batch.lengths)}
+
+    def ids(self, batch) -> np.ndarray:
+        """Index of each trajectory of ``batch`` among the enumerated responses."""
+        return np.array([self._index[(int(batch.states[i, 0]), *batch.actions[i, :n].tolist())]
+                         for i, n in enumerate(batch.lengths)], dtype=np.int64)
+
+
+def preference_incentive(reward_hat: np.ndarray, ref_logp: np.ndarray, groups, explored: np.ndarray,
+                         weights: np.ndarray, beta: float) -> tuple[float, np.ndarray]:
+    r"""SE-POPO's preference incentive and its gradient with respect to the response rewards.
+
+    Responses τ are enumerated and grouped by prompt (``groups``: one slice per prompt);
+    ``reward_hat[τ]`` = r̂(τ), ``ref_logp[τ]`` = log π_ref(τ), and π(τ|x) ∝ π_ref(τ) e^{r̂(τ)/β}
+    within its prompt's group (the soft-optimal policy of r̂; for the implicit class
+    r̂(τ) − r̂(τ') = β log(π(τ)/π_ref(τ)) − β log(π(τ')/π_ref(τ')), the implicit reward
+    difference). For explored responses ỹ_j (indices ``explored``, weights w_j):
+
+        I = Σ_j w_j Σ_{τ of x_j} π(τ|x_j) σ(r̂(τ) − r̂(ỹ_j)),
+
+    the weighted probability that a response of π beats the sampler's ỹ_j under the
+    Bradley–Terry model of r̂. Returns (I, ∂I/∂r̂) where, with a_τ = Σ_j w_j σ_τj and
+    b_τ = Σ_j w_j σ'_τj over the explored responses of τ's prompt,
+
+        ∂I/∂r̂(τ) = π(τ)(a_τ − Σ_υ π(υ) a_υ)/β + π(τ) b_τ − Σ_{j: ỹ_j = τ} w_j Σ_υ π(υ) σ'_υj.
+    """
+    reward_hat = np.asarray(reward_hat, dtype=np.float64)
+    grad = np.zeros_like(reward_hat)
+    value = 0.0
+    explored = np.asarray(explored, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    for group in groups:
+        inside = (explored >= group.start) & (explored < group.stop)
+        if not inside.any():
+            continue
+        e, w = explored[inside], weights[inside]
+        r = reward_hat[group]
+        z = ref_logp[group] + r / beta
+        top = z.max()
+        p = np.exp(z - top)
+        p /= p.sum()
+        sig = expit(r[:, None] - reward_hat[e][None, :])  # (responses, explored)
+        slope = sig * (1.0 - sig)
+        a, b = sig @ w, slope @ w
+        value += float(p @ a)
+        g = p * (a - p @ a) / beta + p * b
+        np.add.at(g, e - group.start, -w * (p @ slope))
+        grad[group] += g
+    return value, grad
+
+
+SEPOPO_SCHEDULES = ("constant", "inv_sqrt")
+ROUNDING_GTOL = 1e-7  # SE-POPO's update: projected gradient ≤ this × max(1, |L|) counts as converged
+
+
+@dataclass(frozen=True)
+class SEPOPO(Algorithm):
+    r"""SE-POPO (Chen, Chen, Sun and Zhang 2025, "Avoiding exp(R_max) scaling in RLHF
+    through Preference-based Exploration", arXiv 2502.00666): online preference
+    optimization whose optimism is a *preference* (a probability in [0, 1]) instead of a
+    reward, run in epochs whose sampler is the learner's own previous output.
+
+    **Rounds.** Rounds are grouped in epochs of ``epoch_rounds`` rounds (the inner POPO run
+    against a fixed sampler). The sampler π_sam is π_ref in the first epoch and, in every
+    later epoch, the iterate the previous epoch ended with (self-exploration). Round t draws
+    ``batch`` prompts, y ∼ πᵗ and ỹ ∼ π_sam, labels the pair and stores it; ỹ joins the
+    epoch's explored responses. The update is the exact (local) minimizer over the reward
+    class, warm-started at the current iterate,
+
+        πᵗ⁺¹ = argmin_θ  Σ_{pairs so far} ℓ_DPO(π_θ)
+                          − α_t Σ_{ỹ_i explored this epoch} E_{y∼π_θ(·|x_i)} σ(r_θ(y) − r_θ(ỹ_i)),
+
+    with r_θ(y) − r_θ(ỹ) = β log(π_θ(y)/π_ref(y)) − β log(π_θ(ỹ)/π_ref(ỹ)) = r̂_θ(y) − r̂_θ(ỹ)
+    (the implicit reward difference: V̂ cancels). The incentive is computed exactly by
+    enumerating each explored prompt's responses (:func:`preference_incentive`), so the
+    method needs an enumerable instance (at most ``max_enumerate`` responses) and a reward
+    class (``policy="implicit"`` or ``"linear"``). The objective is non-convex; it is
+    minimized by L-BFGS-B in the class's box, warm-started (``converged``: SciPy's success,
+    or a projected gradient ≤ 10⁻⁷ max(1, |L|) when the line search stops at the rounding
+    level of L).
+
+    **Why it should not pay e^{R_max}** (the papers' argument as we understand it from their
+    summaries). XPO's bonus α Σ log π(ỹ) is, through the implicit reward, a reward-scale
+    quantity (β log π/π_ref ranges over an interval of width ~R_max), and turning the
+    preference data's information about it into reward accuracy costs the inverse slope of
+    σ on that range, up to e^{2R_max}. The incentive above is a win probability, bounded in
+    [0, 1], so its estimation error against a fixed sampler carries no such factor;
+    re-centring the sampler every epoch turns "beats the sampler" into "improves on it",
+    and the paper bounds the number of epochs needed polynomially in R_max.
+
+    **α.** ``alpha`` is the weight per explored response; ``schedule`` "constant" or
+    "inv_sqrt" (α_t = α/√t, as XPO's experiments use). The default α = 0.4 matches, at
+    π_ref and β = 0.1, the initial pull of XPO's default α = 0.01: the gradient of XPO's term
+    with respect to an unseen response's reward is α_XPO π(y)/β, that of the incentive at
+    r̂ = 0 is α π(y) σ'(0) = α π(y)/4, equal when α = 4 α_XPO/β.
+
+    **Inferred, not from the paper's box.** The paper's algorithm boxes were not available
+    to us; from its abstract and summaries we know the structure (POPO against a sampler
+    with a preference-based exploration term; the sampler updated to the learner's output
+    between runs; DPO-style implicit rewards). These details are our reconstruction: the
+    incentive as E_{y∼π_θ} σ(r_θ(y) − r_θ(ỹ)) summed over the epoch's ỹ, the DPO data
+    accumulated across epochs, the epoch's output being its last iterate (the theory may
+    output a mixture), ``epoch_rounds`` = 25 and α = 0.4 (our defaults, not the paper's).
+
+    **Concentrability column.** ỹ is drawn with ``ctx.sample_table`` from the epoch's
+    sampler table, which reports it to the coverage tracker: ``log_concentrability``
+    counts every y and ỹ.
+    """
+
+    alpha: float = 0.4
+    schedule: str = "constant"
+    epoch_rounds: int = 25
+    max_enumerate: int = 100_000
+    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
+    policy_class_reason: ClassVar[str] = (
+        "its incentive E_{y∼π_θ} σ(r̂_θ(y) − r̂_θ(ỹ)) is computed exactly through the reward r̂_θ of a reward class"
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.nonnegative("alpha", self.alpha)
+        checks.choice("schedule", self.schedule, SEPOPO_SCHEDULES)
+        checks.integer("epoch_rounds", self.epoch_rounds, minimum=1)
+        checks.integer("max_enumerate", self.max_enumerate, minimum=1)
+
+    def alpha_at(self, t: int) -> float:
+        if self.schedule == "inv_sqrt" and t >= 1:
+            return float(self.alpha) / math.sqrt(t)
+        return float(self.alpha)
+
+    def epoch(self, t: int) -> tuple[int, int]:
+        """(epoch index from 0, position of round t in it from 0)."""
+        return divmod(t - 1, self.epoch_rounds)
+
+    def _responses(self, ctx: RoundContext) -> _Responses:
+        if "responses" not in ctx.state:
+            features = getattr(ctx.policy_class, "features", None)
+            ctx.state["responses"] = _Responses(ctx.mdp, features, self.max_enumerate)
+        return ctx.state["responses"]
+
+    def collect(self, ctx: RoundContext) -> None:
+        responses = self._responses(ctx)
+        prompts = ctx.prompts(self.pairs_in_round(ctx.t))
+        y = ctx.sample("current", prompts)
+        epoch, position = self.epoch(ctx.t)
+        if epoch == 0:
+            y_tilde = ctx.sample("ref", prompts)
+        else:
+            if position == 0:  # a new epoch: the sampler becomes the iterate the last one ended with
+                ctx.state["sampler"] = ctx.logp
+            y_tilde = ctx.sample_table(ctx.state["sampler"], prompts)
+        label_and_store(ctx.mdp, ctx.datasets, ctx.oracle, y, y_tilde, ctx.rng, explored="none")
+        if position == 0:
+            ctx.state["explored"] = np.zeros(len(responses.batch))
+        np.add.at(ctx.state["explored"], responses.ids(y_tilde), 1.0)
+
+    def update(self, ctx: RoundContext) -> None:
+        from xpo_sim.solvers import lbfgsb
+
+        cls = ctx.policy_class
+        responses = self._responses(ctx)
+        phi = responses.phi
+        counts = ctx.state["explored"]
+        explored = np.flatnonzero(counts)
+        weights = self.alpha_at(ctx.t) * counts[explored]
+        data, beta, loss = ctx.data, ctx.beta, self.loss
+
+        def objective(theta):
+            value, grad = cls.objective(theta, data, 0.0, loss)
+            incentive, coef = preference_incentive(phi @ theta, responses.ref_logp, responses.groups, explored,
+                                                   weights, beta)
+            return value - incentive, grad - phi.T @ coef
+
+        result = lbfgsb(objective, np.asarray(ctx.params, dtype=np.float64), *cls.box,
+                        gtol=getattr(cls, "gtol", 1e-9), max_iter=2000)
+        if not result.converged and result.projected_gradient <= ROUNDING_GTOL * max(1.0, abs(result.value)):
+            # L-BFGS-B's line search fails once L changes at its rounding level; a projected
+            # gradient this small relative to |L| is a stationary point to float64 precision
+            result = replace(result, converged=True, message=result.message + " (projected gradient at the "
+                             "rounding level of L: accepted)")
+        results = getattr(cls, "solve_results", None)
+        if results is not None:
+            results.append(result)
+        ctx.params = result.x
+
+
+# --------------------------------------------------------------------------------- VPO
+class _ExpectedExplored:
+    """A :class:`~xpo_sim.PreferenceData` seen by a policy class with its explored responses
+    replaced by fixed weighted ones: ``arrays()`` returns the wrapped data's paths and pairs,
+    with ``explore_path`` = ``ids`` and ``explore_count`` = ``weights`` (the class multiplies
+    them by the bonus weight)."""
+
+    def __init__(self, data, ids: np.ndarray, weights: np.ndarray):
+        self.data, self.ids, self.weights = data, ids, weights
+
+    @property
+    def n_pairs(self) -> int:
+        return self.data.n_pairs
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = dict(self.data.arrays())
+        arrays["explore_path"] = self.ids
+        arrays["explore_count"] = self.weights
+        return arrays
+
+
+VPO_EXPECTATIONS = ("exact", "sampled")
+VPO_SCHEDULES = ("constant", "sqrt")
+
+
+@dataclass(frozen=True)
+class VPO(Algorithm):
+    r"""Online VPO (Cen, Mei, Goshvadi, Dai, Yang, Yang, Schuurmans, Chi and Dai 2024,
+    "Value-Incentivized Preference Optimization: A Unified Approach to Online and Offline
+    RLHF", arXiv 2405.19320).
+
+    **Objective, reward form.** VPO regularizes the Bradley–Terry maximum-likelihood reward
+    with its own optimal KL-regularized value, with the sign of optimism online, calibrated
+    by the reward's mean under a calibration policy π_cal (Bradley–Terry cannot see a
+    reward's per-prompt shift, so V alone would be unbounded):
+
+        r̂ᵗ⁺¹ = argmin_r  Σ_{pairs} −log σ(r(y₊) − r(y₋)) − α E_{x∼ρ}[ V_r(x) − E_{y∼π_cal} r(x, y) ],
+        V_r(x) = max_π E_{y∼π}[r(x, y)] − β KL(π‖π_ref)(x) = β log Σ_y π_ref(y|x) e^{r(x,y)/β}.
+
+    **Policy form (the algebra).** Reparametrize r by its optimal policy π = π*(r):
+    r(x, y) = β log(π(y|x)/π_ref(y|x)) + V_r(x) (DESIGN.md identity 2). Then
+    V_r(x) − E_{π_cal} r(x, y) = −β E_{y∼π_cal} log(π(y|x)/π_ref(y|x)), and the update is
+
+        πᵗ⁺¹ = argmin_π  Σ_{pairs} ℓ_DPO(π) + αβ E_{x∼ρ, y∼π_cal} log π(y|x)  [− αβ E log π_ref, a constant].
+
+    With π_cal = π_ref the added term is −αβ KL(π_ref‖π): minimizing it pushes π *away*
+    from π_ref — optimism, the same sign as XPO's bonus. XPO's bonus α_X Σ_{i≤n} log π(ỹ_i),
+    ỹ_i ∼ π_ref, is a sample of n·E_{π_ref} log π: **VPO with weight αβ is XPO with
+    α_X = αβ/n** when the n explored responses have empirical distribution π_ref, and the two
+    objectives then differ by the constant α_X Σ_i log π_ref(ỹ_i) (tested).
+
+    **Here.** π_cal = π_ref. Pairs: both responses from πᵗ (the online algorithm samples its
+    comparisons from the current policy). ``expectation="exact"`` computes
+    E_{x∼ρ, y∼π_ref} log π(y|x) by enumerating the responses (weights ρ(x)π_ref(y|x), at
+    most ``max_enumerate``); ``"sampled"`` draws one ỹ ∼ π_ref per pair and uses the running
+    mean (bonus weight αβ/n on Σ_{i≤n} log π(ỹ_i)), as an LLM implementation would.
+    ``schedule``: "constant" (α_t = α, the paper's fixed α) or "sqrt" (α_t = α√t, whose
+    total weight grows like XPO's with α_X,t = α_X/√t: VPO(α, "sqrt") and XPO(αβ/batch,
+    "inv_sqrt") put the same expected weight on E_{π_ref} log π in every round).
+    Runs with the implicit, linear and logits classes (the exact expectation enters as
+    aggregated data) — and, sampled, with any class.
+
+    **Inferred.** The paper's text was not available to us beyond its abstract and
+    summaries (regularize the MLE reward with its value, signed for optimism online, with
+    reward calibration); the calibration form E_{π_cal} r, π_cal = π_ref, and on-policy pairs
+    are our reading, and α's default (1.0) and the "sqrt" schedule are ours.
+    """
+
+    alpha: float = 1.0
+    expectation: str = "exact"
+    schedule: str = "constant"
+    max_enumerate: int = 100_000
+    policy_sampler: ClassVar[str] = "current"
+    explore_sampler: ClassVar[str] = "current"
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.nonnegative("alpha", self.alpha)
+        checks.choice("expectation", self.expectation, VPO_EXPECTATIONS)
+        checks.choice("schedule", self.schedule, VPO_SCHEDULES)
+        checks.integer("max_enumerate", self.max_enumerate, minimum=1)
+
+    @property
+    def policy_classes(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self.expectation == "exact":
+            return ("implicit", "linear", "logits")
+        return Algorithm.policy_classes
+
+    @property
+    def policy_class_reason(self) -> str:
+        return "the exact calibration expectation enters the class's objective as aggregated data"
+
+    def alpha_at(self, t: int) -> float:
+        if self.schedule == "sqrt" and t >= 1:
+            return float(self.alpha) * math.sqrt(t)
+        return float(self.alpha)
+
+    def bonus_weight(self, t: int, beta: float) -> float:
+        """αβ on E_{π_cal} log π (exact), or αβ/n on Σ_{i≤n} log π(ỹ_i) (sampled, n = t·batch)."""
+        weight = self.alpha_at(t) * beta
+        return weight if self.expectation == "exact" else weight / max(1, t * self.batch)
+
+    def collect(self, ctx: RoundContext) -> None:
+        prompts = ctx.prompts(self.pairs_in_round(ctx.t))
+        y, y_other = ctx.sample("current", prompts), ctx.sample("current", prompts)
+        datasets = ctx.datasets
+        if self.expectation == "exact":
+            datasets = datasets + [self._calibrated(ctx).data]
+        label_and_store(ctx.mdp, datasets, ctx.oracle, y, y_other, ctx.rng, explored="none")
+        if self.expectation == "sampled":
+            extra = ctx.sample("ref", prompts)
+            store_pairs(ctx.datasets, extra.take([]), extra.take([]), explored=extra)
+
+    def _calibrated(self, ctx: RoundContext) -> _ExpectedExplored:
+        """The run's pairs (a private copy) with every response explored at weight ρ(x)π_ref(y|x)."""
+        if "calibrated" not in ctx.state:
+            from xpo_sim.data import PreferenceData
+
+            responses = _Responses(ctx.mdp, None, self.max_enumerate)
+            private = PreferenceData(ctx.mdp)
+            ids = private.path_ids(responses.batch)
+            weights = ctx.mdp.start[responses.batch.start_states] * np.exp(responses.ref_logp)
+            ctx.state["calibrated"] = _ExpectedExplored(private, ids, weights)
+        return ctx.state["calibrated"]
+
+    def update(self, ctx: RoundContext) -> None:
+        data = self._calibrated(ctx) if self.expectation == "exact" else ctx.data
+        ctx.params = ctx.policy_class.update(ctx.params, data, ctx.bonus, self.loss)

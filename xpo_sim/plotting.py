@@ -17,6 +17,9 @@ r"""Figures from tidy result tables (matplotlib; each function returns a Figure)
   open, with optional reference curves (e.g. p^{−H}).
 * :func:`plot_rate` — best-iterate regret against queries T on log-log axes beside the
   theory's √(C_cov · log|Π| / T), with the fitted slopes in the legend.
+* :func:`plot_reward_scale` — queries to 10% of π_ref's regret against the reward range
+  R_max (median and interquartile band per method, censored medians open, an e^{2 R_max}
+  reference line through one method's first median) and the fraction of runs that get there.
 * :func:`plot_coverage` — coverage over queries: π*-mass on responses in the data, the data's
   log-concentrability log max_τ π*(τ)/μ̄ₜ(τ) (median over seeds; +inf not drawn), and the
   number of distinct responses seen.
@@ -30,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "plot_method_table",
-           "plot_alpha_sweep", "plot_queries_vs_size", "plot_rate", "fit_loglog_slope", "label_colors"]
+           "plot_alpha_sweep", "plot_queries_vs_size", "plot_rate", "plot_reward_scale", "fit_loglog_slope",
+           "label_colors"]
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -275,5 +279,56 @@ def plot_rate(curves: pd.DataFrame, theory: dict, titles: dict, fit_from: int = 
         ax.set_title(titles.get(group, group), fontsize=9)
         ax.grid(alpha=0.3, which="both", lw=0.5)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reward_scale(per_run: pd.DataFrame, anchor: str | None = None, title: str = "", fraction: float = 0.1):
+    """``per_run`` from :func:`xpo_sim.analysis.queries_to_threshold` with a ``reward_scale``
+    column (R_max). Left: median queries to the threshold against R_max (log y), interquartile
+    band, medians censored at the budget as open markers, the budget dotted, and the dashed
+    reference c·e^{2 R_max} through the median of label ``anchor`` (default: the first label)
+    at the smallest R_max. Right: the fraction of runs that reach the threshold."""
+    plt = _pyplot()
+    colors = label_colors(per_run.label)
+    budget = per_run.budget.max()
+    fig, (ax, ax_reach) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    anchor = anchor if anchor is not None else next(iter(dict.fromkeys(per_run.label)))
+    for label, sub in per_run.groupby("label", sort=False):
+        stats = sub.groupby("reward_scale").agg(
+            median=("queries", "median"),
+            q25=("queries", lambda q: np.quantile(q, 0.25)),
+            q75=("queries", lambda q: np.quantile(q, 0.75)),
+            reached=("censored", lambda c: np.mean(~c.astype(bool))),
+        ).sort_index()
+        x = stats.index.to_numpy(dtype=float)
+        color = colors[label]
+        ax.plot(x, stats["median"], "-", color=color, label=label, lw=1.7)
+        ax.fill_between(x, stats.q25, stats.q75, color=color, alpha=0.12, lw=0)
+        censored = (stats.reached < 0.5).to_numpy()
+        ax.plot(x[~censored], stats["median"][~censored], "o", color=color, ms=5)
+        ax.plot(x[censored], stats["median"][censored], "o", mfc="white", color=color, ms=6)
+        ax_reach.plot(x, stats.reached, "o-", color=color, label=label, lw=1.5, ms=4)
+    first = per_run[per_run.label == anchor]
+    if len(first):
+        r0 = float(first.reward_scale.min())
+        q0 = float(first[first.reward_scale == r0].queries.median())
+        xs = np.linspace(r0, float(per_run.reward_scale.max()), 100)
+        ax.plot(xs, q0 * np.exp(2.0 * (xs - r0)), "k--", lw=1,
+                label=f"e^(2 R_max), through {anchor} at R_max = {r0:g}")
+    ax.axhline(budget, color="0.5", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.8, top=budget * 3)
+    for axis in (ax, ax_reach):
+        axis.set_xlabel("R_max (reward of the optimal response; the others 0)")
+        axis.set_xticks(sorted(per_run.reward_scale.unique()))
+        axis.grid(alpha=0.3, which="both", lw=0.5)
+    ax.set_ylabel(f"queries to regret ≤ {fraction:.0%} of π_ref's (budget {budget}, dotted)")
+    ax.set_title("median queries (open: censored at the budget)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax_reach.set_ylim(-0.03, 1.03)
+    ax_reach.set_ylabel(f"fraction of runs reaching {fraction:.0%} of π_ref's regret")
+    ax_reach.set_title("runs that get there", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -108,7 +108,7 @@ class RoundContext:
         self.state: dict = {}
         self.t = 0
         self.bonus = 0.0
-        self.used: list[str] = []  # the samplers drawn from this round
+        self.used: list = []  # the samplers drawn from this round: names, or tables (sample_table)
         make_sampler = getattr(policy_class, "make_sampler", None)
         self.sampler = make_sampler(self, keep_history) if make_sampler else TableSampler(self, keep_history)
 
@@ -153,3 +153,11 @@ class RoundContext:
             raise ValueError(f"unknown sampler {name!r}: expected one of {tuple(SAMPLERS)}")
         self.used.append(name)
         return self.sampler.sample(name, np.repeat(prompts, per_prompt))
+
+    def sample_table(self, logp: np.ndarray, prompts: np.ndarray) -> TrajectoryBatch:
+        """One response to each prompt from a policy table the algorithm keeps itself (e.g.
+        an earlier iterate, a fixed comparator); the table is reported to the
+        concentrability tracker like a named sampler."""
+        logp = self.mdp.check_policy(logp)
+        self.used.append(logp)
+        return _sample_paths(self.mdp, logp, np.asarray(prompts, dtype=np.int64), self.rng)
