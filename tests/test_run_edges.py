@@ -121,3 +121,21 @@ def test_beta_is_validated_once_with_a_policy_object(monkeypatch):
     calls = counting(monkeypatch, "beta")
     xpo_sim.run(mdp, xpo_sim.HybridDPO(), 0.5, 6, policy=cls)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("algorithm", [xpo_sim.XPO(batch=2, sampler="history"), xpo_sim.SELM(batch=2),
+                                       xpo_sim.ExPO(batch=2)], ids=lambda a: a.name)
+def test_the_rounds_do_not_validate_the_loops_own_tables(algorithm, monkeypatch):
+    """Policy tables the loop made itself are not checked again inside the rounds: the
+    number of TokenMDP.check_policy calls does not grow with the rounds."""
+    mdp = envs.token_tree(3, 2, seed=0)
+    counts = []
+    for rounds in (1, 10):
+        calls = []
+        original = xpo_sim.TokenMDP.check_policy
+        monkeypatch.setattr(xpo_sim.TokenMDP, "check_policy",
+                            lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+        xpo_sim.run(mdp, algorithm, 0.5, rounds)
+        monkeypatch.undo()
+        counts.append(len(calls))
+    assert counts[0] == counts[1]
