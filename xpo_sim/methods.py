@@ -62,6 +62,16 @@ __all__ = ["IterativeDPO", "IPO", "LNDPO", "SELM", "ExPO", "RLHF", "CountUCB", "
            "extrapolate", "ppo_surrogate", "conditioned_policy", "preference_incentive"]
 
 
+def _best_and_worst_of_k(ctx: RoundContext, n: int, k: int):
+    """``n`` prompts s₀ ∼ ρ, ``k`` responses to each from πᵗ, ranked by the preference oracle:
+    the (best, worst) response of each prompt, as two batches."""
+    samples = ctx.sample("current", ctx.prompts(n), per_prompt=k)
+    reward = trajectory_reward(ctx.mdp, samples).reshape(n, k)
+    best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
+    rows = np.arange(n) * k
+    return samples.take(rows + best), samples.take(rows + worst)
+
+
 @dataclass(frozen=True)
 class IterativeDPO(Algorithm):
     """Xiong et al. (2023): ``k`` samples per prompt from πᵗ, ranked by the preference
@@ -77,13 +87,8 @@ class IterativeDPO(Algorithm):
         checks.integer("k", self.k, minimum=2)  # best against worst
 
     def collect(self, ctx: RoundContext) -> None:
-        n = self.pairs_in_round(ctx.t)
-        prompts = ctx.prompts(n)
-        samples = ctx.sample("current", prompts, per_prompt=self.k)
-        reward = trajectory_reward(ctx.mdp, samples).reshape(n, self.k)
-        best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
-        rows = np.arange(n) * self.k
-        store_pairs(ctx.datasets, samples.take(rows + best), samples.take(rows + worst))
+        best, worst = _best_and_worst_of_k(ctx, self.pairs_in_round(ctx.t), self.k)
+        store_pairs(ctx.datasets, best, worst)
 
     def update(self, ctx: RoundContext) -> None:
         data = ctx.data if self.accumulate else ctx.round_data
@@ -410,14 +415,8 @@ class InverseQStar(Algorithm):
             raise ValueError(f"accumulate must be True or False, got {self.accumulate!r}")
 
     def collect(self, ctx: RoundContext) -> None:
-        n = self.pairs_in_round(ctx.t)
-        prompts = ctx.prompts(n)
-        samples = ctx.sample("current", prompts, per_prompt=self.k)
-        reward = trajectory_reward(ctx.mdp, samples).reshape(n, self.k)
-        best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
-        rows = np.arange(n) * self.k
-        good = samples.take(rows + best)
-        store_pairs(ctx.datasets, good, samples.take(rows + worst))
+        good, worst = _best_and_worst_of_k(ctx, self.pairs_in_round(ctx.t), self.k)
+        store_pairs(ctx.datasets, good, worst)
         counts = ctx.state.get("good_counts") if self.accumulate else None
         if counts is None:
             counts = np.zeros(ctx.mdp.ref_logp.shape)

@@ -39,6 +39,17 @@ __all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage",
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
+
+def _query_stats(per_run, x: str):
+    """Per value of the column ``x``: median and quartiles of the queries to the threshold,
+    and the fraction of runs that reached it (not censored)."""
+    return per_run.groupby(x).agg(
+        median=("queries", "median"),
+        q25=("queries", lambda q: np.quantile(q, 0.25)),
+        q75=("queries", lambda q: np.quantile(q, 0.75)),
+        reached=("censored", lambda c: np.mean(~c.astype(bool))),
+    ).sort_index()
+
 def label_colors(labels) -> dict[str, str]:
     """A stable colour per algorithm label (XPO variants first, in red tones)."""
     ordered = sorted(dict.fromkeys(labels), key=lambda s: (not s.startswith("XPO"), s))
@@ -217,12 +228,7 @@ def plot_queries_vs_size(per_run: pd.DataFrame, panels, fraction: float = 0.1):
         runs = per_run[per_run.group == panel["group"]]
         budget = runs.budget.max()
         for label, sub in runs.groupby("label", sort=False):
-            stats = sub.groupby(panel["x"]).agg(
-                median=("queries", "median"),
-                q25=("queries", lambda q: np.quantile(q, 0.25)),
-                q75=("queries", lambda q: np.quantile(q, 0.75)),
-                reached=("censored", lambda c: np.mean(~c.astype(bool))),
-            ).sort_index()
+            stats = _query_stats(sub, panel["x"])
             x = stats.index.to_numpy(dtype=float)
             color = colors[label]
             ls = styles.setdefault(label, ":" if "tabular" in label else "-")
@@ -295,12 +301,7 @@ def plot_reward_scale(per_run: pd.DataFrame, anchor: str | None = None, title: s
     fig, (ax, ax_reach) = plt.subplots(1, 2, figsize=(11.5, 4.4))
     anchor = anchor if anchor is not None else next(iter(dict.fromkeys(per_run.label)))
     for label, sub in per_run.groupby("label", sort=False):
-        stats = sub.groupby("reward_scale").agg(
-            median=("queries", "median"),
-            q25=("queries", lambda q: np.quantile(q, 0.25)),
-            q75=("queries", lambda q: np.quantile(q, 0.75)),
-            reached=("censored", lambda c: np.mean(~c.astype(bool))),
-        ).sort_index()
+        stats = _query_stats(sub, "reward_scale")
         x = stats.index.to_numpy(dtype=float)
         color = colors[label]
         ax.plot(x, stats["median"], "-", color=color, label=label, lw=1.7)

@@ -46,33 +46,44 @@ TWO_M1000 = 2.0**-1000
 
 
 @njit(cache=True, fastmath={"contract"})
-def fast_exp(x):
-    """exp(x) for a float64 scalar, within 1 ulp of ``np.exp``; vectorizable in a loop."""
-    xc = min(max(x, X_MIN), X_MAX)  # NaN becomes X_MIN here and is restored at the end
+def _reduce(x):
+    """Range reduction and polynomial shared by ``fast_exp`` and ``fast_expm1``: with x
+    clamped to [X_MIN, X_MAX], x = k·ln2 + r (|r| ≤ ln2/2, ln2 in two parts), returns
+    (k, r, q, scale, tail) with e^r − 1 = r + r²·q, q = 1/2! + r/3! + … + r^11/13!
+    (Horner), and 2^k = scale·tail (tail ≠ 1 only when |k| > 1000, so that scale stays a
+    normal number)."""
+    xc = min(max(x, X_MIN), X_MAX)  # NaN becomes X_MIN here and is restored by the callers
     t = xc * LOG2E + SHIFTER
     kf = t - SHIFTER
     k = np.float64(t).view(np.int64) - SHIFTER_BITS
     r = xc - kf * LN2_HI
     r = r - kf * LN2_LO
-    p = C13
-    p = p * r + C12
-    p = p * r + C11
-    p = p * r + C10
-    p = p * r + C9
-    p = p * r + C8
-    p = p * r + C7
-    p = p * r + C6
-    p = p * r + C5
-    p = p * r + C4
-    p = p * r + C3
-    p = p * r + C2
-    p = p * r + 1.0
-    p = p * r + 1.0
+    q = C13
+    q = q * r + C12
+    q = q * r + C11
+    q = q * r + C10
+    q = q * r + C9
+    q = q * r + C8
+    q = q * r + C7
+    q = q * r + C6
+    q = q * r + C5
+    q = q * r + C4
+    q = q * r + C3
+    q = q * r + C2
     small = k < -1000
     big = k > 1000
     kk = k + 1000 if small else (k - 1000 if big else k)
     tail = TWO_M1000 if small else (TWO_P1000 if big else 1.0)
     scale = np.int64((kk + 1023) << 52).view(np.float64)
+    return k, r, q, scale, tail
+
+
+@njit(cache=True, fastmath={"contract"})
+def fast_exp(x):
+    """exp(x) for a float64 scalar, within 1 ulp of ``np.exp``; vectorizable in a loop."""
+    k, r, q, scale, tail = _reduce(x)
+    p = q * r + 1.0
+    p = p * r + 1.0
     y = p * scale * tail
     return y if x == x else x
 
@@ -87,30 +98,8 @@ def fast_expm1(x):
     size). For |k| > 53 it is (1 + (e^r − 1))·2^k − 1, the ``fast_exp`` value minus one.
     expm1(−inf) = −1, expm1(+inf) = +inf, expm1(nan) = nan, expm1(±0) = ±0.
     """
-    xc = min(max(x, X_MIN), X_MAX)
-    t = xc * LOG2E + SHIFTER
-    kf = t - SHIFTER
-    k = np.float64(t).view(np.int64) - SHIFTER_BITS
-    r = xc - kf * LN2_HI
-    r = r - kf * LN2_LO
-    p = C13
-    p = p * r + C12
-    p = p * r + C11
-    p = p * r + C10
-    p = p * r + C9
-    p = p * r + C8
-    p = p * r + C7
-    p = p * r + C6
-    p = p * r + C5
-    p = p * r + C4
-    p = p * r + C3
-    p = p * r + C2
-    em1 = (p * r) * r + r  # e^r − 1
-    small = k < -1000
-    big = k > 1000
-    kk = k + 1000 if small else (k - 1000 if big else k)
-    tail = TWO_M1000 if small else (TWO_P1000 if big else 1.0)
-    scale = np.int64((kk + 1023) << 52).view(np.float64)
+    k, r, q, scale, tail = _reduce(x)
+    em1 = (q * r) * r + r  # e^r − 1
     two_k = scale * tail  # 2^k exactly for |k| ≤ 53 (the only case where it is used)
     near = em1 * two_k + (two_k - 1.0)
     far = (em1 + 1.0) * scale * tail - 1.0
