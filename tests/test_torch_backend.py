@@ -279,6 +279,7 @@ METHOD_TABLE_ALGORITHMS = [
     XPO(batch=2), XPO(batch=2, sampler="current"), XPO(batch=2, sampler="history"), OnlineDPO(batch=2),
     xpo_sim.HybridDPO(batch=2), OfflineDPO(batch=2), xpo_sim.IterativeDPO(k=3, batch=2), xpo_sim.IPO(batch=2),
     xpo_sim.LNDPO(batch=2), xpo_sim.SELM(batch=2), xpo_sim.ExPO(gamma=0.5, batch=2),
+    xpo_sim.VPO(batch=2, expectation="sampled"),
 ]
 
 
@@ -304,10 +305,16 @@ class _FakeContext:
         self.mdp, self.logp = mdp, logp
 
 
-@pytest.mark.parametrize("algorithm", [xpo_sim.RLHF(), xpo_sim.CountUCB()], ids=lambda a: a.name)
-def test_methods_that_need_a_reward_table_say_why_they_refuse_the_transformer(algorithm):
+@pytest.mark.parametrize("algorithm, reason", [
+    (xpo_sim.RLHF(), "reward model.*transformer parametrize a policy"),
+    (xpo_sim.CountUCB(), "reward model.*transformer parametrize a policy"),
+    (xpo_sim.SEPOPO(), "incentive .* reward class"),
+    (xpo_sim.InverseQStar(), "per-state table"),
+    (xpo_sim.VPO(expectation="exact"), "exact calibration expectation"),
+], ids=lambda a: getattr(a, "name", ""))
+def test_methods_that_cannot_use_the_transformer_say_why(algorithm, reason):
     mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
-    with pytest.raises(ValueError, match="reward model.*transformer parametrize a policy"):
+    with pytest.raises(ValueError, match=f"runs with policy in .*, not 'transformer': .*{reason}"):
         xpo_sim.run(mdp, algorithm, 0.5, 2, policy=policy, reference=reference)
 
 
