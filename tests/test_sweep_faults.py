@@ -39,48 +39,21 @@ def python(code: str, *args, timeout: float = 60) -> subprocess.CompletedProcess
 
 
 @contextlib.contextmanager
-def silent_listener():
-    """A TCP listener that accepts connections and never sends a byte."""
+def _tcp_server(on_connect=None):
+    """A local TCP server; each accepted connection is handed to ``on_connect`` in a thread
+    (None: held open and never answered). Yields its tcp:// address."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
     held = []
-
-    def serve():
-        with contextlib.suppress(OSError):
-            while True:
-                held.append(server.accept()[0])
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        server.close()
-        for conn in held:
-            conn.close()
-
-
-@contextlib.contextmanager
-def http_server():
-    """A server that answers whatever it is sent with an HTTP error page, as a web server
-    (the dask dashboard, say) does with bytes that are not an HTTP request."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held = []
-
-    def answer(conn):
-        with contextlib.suppress(OSError):
-            while conn.recv(65536):
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                             b"Content-Length: 11\r\nConnection: close\r\n\r\nBad Request")
 
     def serve():
         with contextlib.suppress(OSError):
             while True:
                 conn = server.accept()[0]
                 held.append(conn)
-                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+                if on_connect is not None:
+                    threading.Thread(target=on_connect, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     try:
@@ -89,6 +62,24 @@ def http_server():
         server.close()
         for conn in held:
             conn.close()
+
+
+def silent_listener():
+    """A TCP listener that accepts connections and never sends a byte."""
+    return _tcp_server()
+
+
+def _answer_bad_request(conn):
+    with contextlib.suppress(OSError):
+        while conn.recv(65536):
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 11\r\nConnection: close\r\n\r\nBad Request")
+
+
+def http_server():
+    """A server that answers whatever it is sent with an HTTP error page, as a web server
+    (the dask dashboard, say) does with bytes that are not an HTTP request."""
+    return _tcp_server(_answer_bad_request)
 
 
 SCHEDULER_SCRIPT = """
