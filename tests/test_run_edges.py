@@ -139,3 +139,8 @@ def test_the_rounds_do_not_validate_the_loops_own_tables(algorithm, monkeypatch)
         monkeypatch.undo()
         counts.append(len(calls))
     assert counts[0] == counts[1]
+
+
+def test_a_wrong_instance_is_named_before_any_class_is_built():
+    with pytest.raises(ValueError, match="mdp must be a TokenMDP"):
+        xpo_sim.run("token_tree", xpo_sim.XPO(), 0.1, 3)

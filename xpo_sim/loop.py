@@ -46,11 +46,15 @@ LARGE_INSTANCE = 1_000_000
 """State-action count from which ``progress="auto"`` reports each stage of a run."""
 
 
-def _check_instance(mdp, algorithm, beta: float) -> None:
+def _check_types(mdp, algorithm) -> None:
     if not isinstance(mdp, TokenMDP):
         raise ValueError(f"mdp must be a TokenMDP (e.g. xpo_sim.envs.token_tree(4, 3)), got {type(mdp).__name__}")
     if not isinstance(algorithm, Algorithm):
         raise ValueError(f"algorithm must be an Algorithm config (e.g. xpo_sim.XPO()), got {algorithm!r}")
+
+
+def _check_built_for(mdp: TokenMDP, beta: float) -> None:
+    """An instance built for a β (two_arm_needle) must be run at that β."""
     built_for = mdp.info.get("beta")
     if built_for is not None and not math.isclose(built_for, beta, rel_tol=1e-12):
         raise ValueError(
@@ -86,25 +90,20 @@ class _Progress:
     def __init__(self, progress, mdp: TokenMDP, algorithm: Algorithm, rounds: int):
         if progress not in (True, False, "auto"):
             raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
-        large = mdp.n_states * mdp.n_actions >= LARGE_INSTANCE
-        self.stages = progress is True or (progress == "auto" and large)
-        self.name, self.rounds = algorithm.name, rounds
+        if progress == "auto":
+            progress = mdp.n_state_actions >= LARGE_INSTANCE
+        self.name, self.size = algorithm.name, f"{mdp.n_state_actions:.3g} state-actions"
         self.start = time.perf_counter()
-        self.bar = None
-        if progress is True or (progress == "auto" and large):
+        self.bar = None  # a tqdm bar while progress is shown
+        if progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=rounds, desc=algorithm.name, leave=False, file=sys.stderr, mininterval=1.0)
-        self.size = f"{mdp.n_states * mdp.n_actions:.3g} state-actions"
 
     def stage(self, text: str) -> None:
-        if self.stages:
+        if self.bar is not None:
             elapsed = time.perf_counter() - self.start
-            message = f"xpo_sim.run [{self.name}, {self.size}, {elapsed:.1f} s]: {text}"
-            if self.bar is not None:
-                self.bar.write(message, file=sys.stderr)
-            else:
-                print(message, file=sys.stderr, flush=True)
+            self.bar.write(f"xpo_sim.run [{self.name}, {self.size}, {elapsed:.1f} s]: {text}", file=sys.stderr)
 
     def advance(self) -> None:
         if self.bar is not None:
@@ -175,8 +174,9 @@ def run(
     An update that stops short also raises a :class:`xpo_sim.solvers.ConvergenceWarning`
     (the first at once, a count at the end). ``df.attrs`` holds ``seconds`` and ``policy``.
     """
+    _check_types(mdp, algorithm)
     policy_class, beta = _build_policy_class(mdp, beta, policy, policy_options)
-    _check_instance(mdp, algorithm, beta)
+    _check_built_for(mdp, beta)
     rounds = algorithm.total_rounds(checks.integer("rounds", rounds, minimum=1))
     eval_every = checks.integer("eval_every", eval_every, minimum=1)
     max_enumerate = checks.integer("max_enumerate", max_enumerate, minimum=0)
