@@ -421,3 +421,32 @@ def test_experiment_script_bad_argument_is_a_clean_error(tmp_path):
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--eps must lie in (0, 1)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_transformer_class_objective_gradient_matches_finite_differences():
+    """TransformerClass.objective (the protocol's full-data L / pairs and ∂L/∂θ, flattened)
+    against a central difference along a random direction of the parameters."""
+    mdp, policy, reference = transformer_instance(envs.token_tree(2, 2, seed=0), **SMALL)
+    cls = policy.as_policy_class(mdp, 0.5, reference=reference)
+    data = PreferenceData(mdp)
+    rng = np.random.default_rng(0)
+    a = xpo_sim.sample_trajectories(mdp, mdp.ref_logp, 6, rng)
+    b = xpo_sim.sample_trajectories(mdp, mdp.ref_logp, 6, rng, start_states=a.start_states)
+    data.add_pairs(data.path_ids(a), data.path_ids(b))
+    data.add_explored(data.path_ids(b))
+    value, grad = cls.objective(policy, data, 0.3, "dpo")
+    direction = [torch.randn_like(p, generator=torch.Generator().manual_seed(i))
+                 for i, p in enumerate(policy.parameters())]
+    h = 1e-3
+
+    def shifted(step):
+        with torch.no_grad():
+            for p, d in zip(policy.parameters(), direction):
+                p.add_(step * d)
+        return cls.objective(policy, data, 0.3, "dpo")[0]
+
+    upper, lower = shifted(h), shifted(-2 * h)
+    shifted(h)
+    flat = torch.cat([d.reshape(-1) for d in direction]).numpy()
+    assert np.isfinite(value)
+    assert float(grad @ flat) == pytest.approx((upper - lower) / (2 * h), rel=2e-2, abs=1e-3)

@@ -196,7 +196,7 @@ class TransformerClass:
         grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                           for p in params.parameters()])
         params.zero_grad(set_to_none=True)
-        return float(value), grad.detach().cpu().numpy().astype(np.float64)
+        return float(value.detach()), grad.detach().cpu().numpy().astype(np.float64)
 
     def update(self, params, data: PreferenceData, alpha: float, loss: str = "dpo"):
         """``steps`` Adam steps on L / (pairs so far); returns the (same, updated) network."""
