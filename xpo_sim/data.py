@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xpo_sim.mdp import TokenMDP, TrajectoryBatch
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch, _mark_valid
 
 __all__ = ["PreferenceData"]
 
@@ -54,6 +54,8 @@ class PreferenceData:
     """
 
     def __init__(self, mdp: TokenMDP):
+        if not isinstance(mdp, TokenMDP):
+            raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
         self.mdp = mdp
         self._index: dict[tuple, int] = {}
         self._states = _Growable((1,), np.int64, -1)
@@ -70,7 +72,10 @@ class PreferenceData:
 
     # ---------------------------------------------------------------- adding
     def path_ids(self, batch: TrajectoryBatch) -> np.ndarray:
-        """Index of each trajectory of ``batch``, registering new ones."""
+        """Index of each trajectory of ``batch``, registering new ones. Raises ValueError when
+        ``batch`` is not a batch of trajectories of this data's MDP
+        (:meth:`~xpo_sim.mdp.TokenMDP.check_batch`; the round loop's own batches pass at once)."""
+        batch = self.mdp.check_batch(batch)
         ids = np.empty(len(batch), dtype=np.int64)
         for i, n in enumerate(batch.lengths):
             states = batch.states[i, :n]
@@ -140,4 +145,4 @@ class PreferenceData:
 
     def batch(self) -> TrajectoryBatch:
         """Every distinct trajectory seen so far."""
-        return TrajectoryBatch(self._states.view(), self._actions.view(), self._lengths.view())
+        return _mark_valid(TrajectoryBatch(self._states.view(), self._actions.view(), self._lengths.view()), self.mdp)

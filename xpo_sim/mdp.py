@@ -25,6 +25,7 @@ episode) are all special cases.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -48,6 +49,11 @@ class TrajectoryBatch:
 
     ``states[i, h]`` and ``actions[i, h]`` for ``h < lengths[i]``, ``-1`` beyond.
     ``states[i, 0]`` is the start state (the prompt).
+
+    A batch built by hand is validated against its MDP (:meth:`TokenMDP.check_batch`) where
+    it enters a public function; the batches the package produces itself (sampling,
+    enumeration, the round loop's data) carry a mark saying for which MDP they are valid,
+    hold read-only arrays, and are not checked again.
     """
 
     states: np.ndarray
@@ -56,6 +62,12 @@ class TrajectoryBatch:
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
+
+    def __getstate__(self):
+        # the validity mark is a weak reference: not pickled (an unpickled batch is checked again)
+        state = dict(self.__dict__)
+        state.pop("_valid_for", None)
+        return state
 
     @property
     def start_states(self) -> np.ndarray:
@@ -69,16 +81,25 @@ class TrajectoryBatch:
         def pad(array):
             return np.pad(array, ((0, 0), (0, width - array.shape[1])), constant_values=-1)
 
-        return TrajectoryBatch(
+        joined = TrajectoryBatch(
             np.concatenate([pad(b.states) for b in batches]),
             np.concatenate([pad(b.actions) for b in batches]),
             np.concatenate([b.lengths for b in batches]),
         )
+        owners = {id(_valid_mdp(b)) for b in batches}
+        owner = _valid_mdp(batches[0]) if batches else None
+        if owner is not None and len(owners) == 1:
+            _mark_valid(joined, owner)
+        return joined
 
     def take(self, indices) -> "TrajectoryBatch":
         """The trajectories at ``indices``, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
-        return TrajectoryBatch(self.states[indices], self.actions[indices], self.lengths[indices])
+        taken = TrajectoryBatch(self.states[indices], self.actions[indices], self.lengths[indices])
+        owner = _valid_mdp(self)
+        if owner is not None:
+            _mark_valid(taken, owner)
+        return taken
 
     def as_tuples(self) -> list[tuple[tuple[int, int], ...]]:
         """Each trajectory as a tuple of (state, action) steps (for small batches)."""
@@ -86,6 +107,22 @@ class TrajectoryBatch:
             tuple((int(s), int(a)) for s, a in zip(self.states[i, :n], self.actions[i, :n]))
             for i, n in enumerate(self.lengths)
         ]
+
+
+def _valid_mdp(batch: TrajectoryBatch):
+    """The MDP ``batch`` is known to be valid for (see :func:`_mark_valid`), or None."""
+    ref = batch.__dict__.get("_valid_for")
+    return None if ref is None else ref()
+
+
+def _mark_valid(batch: TrajectoryBatch, mdp: "TokenMDP") -> TrajectoryBatch:
+    """Mark a batch the package built itself (or has just checked) as valid for ``mdp``:
+    its arrays become read-only (so the mark cannot go stale by writing into them) and
+    :meth:`TokenMDP.check_batch` returns it without checking again."""
+    for array in (batch.states, batch.actions, batch.lengths):
+        array.setflags(write=False)
+    object.__setattr__(batch, "_valid_for", weakref.ref(mdp))
+    return batch
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -352,7 +389,7 @@ class TokenMDP:
             self.next_state, self.allowed, self.start_states.astype(np.int64), states, actions, lengths
         )
         assert written == count
-        return TrajectoryBatch(states, actions, lengths)
+        return _mark_valid(TrajectoryBatch(states, actions, lengths), self)
 
     # -------------------------------------------------------------- policies
     def check_policy(self, logp, name: str = "logp", tol: float = POLICY_TOL) -> np.ndarray:
@@ -378,9 +415,78 @@ class TokenMDP:
             )
         return array
 
+    def check_batch(self, batch, name: str = "batch") -> TrajectoryBatch:
+        """Return ``batch`` as a :class:`TrajectoryBatch` of this MDP (int64 C-contiguous
+        read-only copies of its arrays), or raise ValueError naming ``name``, the rule it
+        breaks and the first offending trajectory: the arrays must be integer, states (N, W)
+        and actions (N, W) with lengths (N,) in [1, W]; every step's state and action must be
+        an index of this MDP; each next state must be ``next_state`` of the step before, and
+        the last step must end the episode (``next_state = -1``).
+
+        This is the one check of a batch, done where a batch enters a public function; the
+        numba kernels behind it read the arrays unchecked. Batches the package built for
+        this MDP (sampling, enumeration, the data of a run) are returned at once."""
+        if isinstance(batch, TrajectoryBatch) and _valid_mdp(batch) is self:
+            return batch
+        return _validate_batch(self, batch, name)
+
     def __repr__(self) -> str:
         family = self.info.get("family", "custom")
         return (
             f"TokenMDP({family}: S={self.n_states}, A={self.n_actions}, "
             f"prompts={self.start_states.size}, horizon={self.horizon})"
         )
+
+
+def _validate_batch(mdp: TokenMDP, batch, name: str) -> TrajectoryBatch:
+    """The full check of :meth:`TokenMDP.check_batch` (a batch not known to be valid)."""
+    if not isinstance(batch, TrajectoryBatch):
+        raise ValueError(f"{name} must be a TrajectoryBatch, got {type(batch).__name__}")
+    arrays = {}
+    for field_name in ("states", "actions", "lengths"):
+        array = np.asarray(getattr(batch, field_name))
+        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name}.{field_name} must be an integer array, got dtype {array.dtype}")
+        arrays[field_name] = array
+    states, actions, lengths = arrays["states"], arrays["actions"], arrays["lengths"]
+    if states.ndim != 2 or actions.shape != states.shape or lengths.shape != states.shape[:1]:
+        raise ValueError(f"{name} must hold states (N, W), actions (N, W) and lengths (N,), got shapes "
+                         f"{states.shape}, {actions.shape} and {lengths.shape}")
+    n, width = states.shape
+    # compare in the arrays' own dtype (a uint64 2**64-1 must not wrap to -1)
+    bad = np.flatnonzero((lengths < 1) | (lengths > width))
+    if bad.size:
+        raise ValueError(f"{name}.lengths[{bad[0]}] = {lengths[bad[0]]} is outside [1, W = {width}]")
+    steps = np.arange(width)[None, :] < lengths[:, None]
+    for field_name, array, size in (("states", states, mdp.n_states), ("actions", actions, mdp.n_actions)):
+        bad = np.argwhere(steps & ((array < 0) | (array >= size)))
+        if bad.size:
+            i, h = bad[0]
+            raise ValueError(f"{name}.{field_name}[{i}, {h}] = {array[i, h]} is out of range: expected an "
+                             f"index in [0, {size}) (this MDP has {size} {field_name})")
+    states = np.array(states, dtype=np.int64, order="C", copy=True)
+    actions = np.array(actions, dtype=np.int64, order="C", copy=True)
+    lengths = np.array(lengths, dtype=np.int64, order="C", copy=True)
+    if n == 0:
+        return _mark_valid(TrajectoryBatch(states, actions, lengths), mdp)
+    following = np.where(steps, mdp.next_state[np.where(steps, states, 0), np.where(steps, actions, 0)], -2)
+    # step h + 1 must be the successor of step h, and the last step must end the episode
+    wrong = np.argwhere(steps[:, 1:] & (following[:, :-1] != states[:, 1:]))
+    last = following[np.arange(n), lengths - 1]
+    unfinished = np.flatnonzero(last != -1)
+    if wrong.size:
+        i, h = wrong[0]
+        reached = following[i, h]
+        raise ValueError(
+            f"{name}: trajectory {i} does not follow next_state: step {h} takes action {actions[i, h]} in "
+            f"state {states[i, h]}, which leads to "
+            + ("the end of the episode" if reached == -1 else f"state {reached}")
+            + f", but step {h + 1} is in state {states[i, h + 1]}")
+    if unfinished.size:
+        i = unfinished[0]
+        h = lengths[i] - 1
+        raise ValueError(
+            f"{name}: trajectory {i} stops after {lengths[i]} steps in the middle of the episode: action "
+            f"{actions[i, h]} in state {states[i, h]} leads to state {last[i]}, not to the end "
+            f"(next_state = -1)")
+    return _mark_valid(TrajectoryBatch(states, actions, lengths), mdp)

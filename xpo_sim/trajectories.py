@@ -14,7 +14,7 @@ import numpy as np
 
 from xpo_sim import checks
 from xpo_sim._kernels import trajectories as _kernels
-from xpo_sim.mdp import TokenMDP, TrajectoryBatch
+from xpo_sim.mdp import TokenMDP, TrajectoryBatch, _mark_valid
 
 __all__ = ["as_generator", "sample_trajectories", "trajectory_logp", "trajectory_reward"]
 
@@ -59,27 +59,32 @@ def _sample_paths(mdp: TokenMDP, logp: np.ndarray, starts: np.ndarray, rng: np.r
     actions = np.empty((n, width), dtype=np.int64)
     lengths = np.empty(n, dtype=np.int64)
     _kernels.sample_paths(mdp.next_state, logp, starts, uniforms, states, actions, lengths)
-    return TrajectoryBatch(states, actions, lengths)
+    return _mark_valid(TrajectoryBatch(states, actions, lengths), mdp)
 
 
 def _sum_along(table: np.ndarray, batch: TrajectoryBatch) -> np.ndarray:
-    states = np.ascontiguousarray(batch.states, dtype=np.int64)
-    actions = np.ascontiguousarray(batch.actions, dtype=np.int64)
-    lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64)
-    if states.shape != actions.shape or states.ndim != 2 or lengths.shape != (states.shape[0],):
-        raise ValueError("batch arrays must be states (N, W), actions (N, W) and lengths (N,)")
-    if lengths.size and (lengths.min() < 1 or lengths.max() > states.shape[1]):
-        raise ValueError("batch lengths must lie in [1, W]")
-    out = np.empty(lengths.shape[0])
-    _kernels.sum_along(table, states, actions, lengths, out)
+    """Σ_h table[s_h, a_h] of each trajectory, unchecked: ``batch`` must be valid for the
+    MDP of ``table`` (:meth:`TokenMDP.check_batch`, or built by the package itself)."""
+    out = np.empty(batch.lengths.shape[0])
+    _kernels.sum_along(table, batch.states, batch.actions, batch.lengths, out)
     return out
 
 
 def trajectory_logp(mdp: TokenMDP, logp, batch: TrajectoryBatch) -> np.ndarray:
-    """log π(τ_i) (N,) for every trajectory of ``batch`` under the per-state policy ``logp``."""
-    return _sum_along(mdp.check_policy(logp), batch)
+    """log π(τ_i) (N,) for every trajectory of ``batch`` under the per-state policy ``logp``.
+    Raises ValueError when ``batch`` is not a batch of trajectories of ``mdp``
+    (:meth:`~xpo_sim.mdp.TokenMDP.check_batch`)."""
+    _check_mdp(mdp)
+    return _sum_along(mdp.check_policy(logp), mdp.check_batch(batch))
 
 
 def trajectory_reward(mdp: TokenMDP, batch: TrajectoryBatch) -> np.ndarray:
-    """r(τ_i) (N,) for every trajectory of ``batch``."""
-    return _sum_along(mdp.reward, batch)
+    """r(τ_i) (N,) for every trajectory of ``batch``. Raises ValueError when ``batch`` is not
+    a batch of trajectories of ``mdp`` (:meth:`~xpo_sim.mdp.TokenMDP.check_batch`)."""
+    _check_mdp(mdp)
+    return _sum_along(mdp.reward, mdp.check_batch(batch))
+
+
+def _check_mdp(mdp) -> None:
+    if not isinstance(mdp, TokenMDP):
+        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
