@@ -71,6 +71,14 @@ def _probability(name: str, value, low_open: bool = False, high_open: bool = Fal
     return value
 
 
+def _log1m_exp(x: float) -> float:
+    """log(1 − e^x) for x < 0 without cancellation: log(−expm1(x)) near 0 (where
+    log1p(−e^x) loses the digits of 1 − e^x, and reaches log1p(−1) = a domain error once
+    e^x rounds to 1), log1p(−e^x) far from it (Mächler 2012, "Accurately computing
+    log(1 − exp(−|a|))")."""
+    return math.log(-math.expm1(x)) if x > -math.log(2.0) else math.log1p(-math.exp(x))
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -197,7 +205,7 @@ def two_arm_needle(beta: float) -> TokenMDP:
     r(bad) = 0, π_ref(good) = ε = exp(−1/(2β)). Token 0 is the good response."""
     beta = checks.beta(beta)
     log_eps = -1.0 / (2.0 * beta)
-    ref_logp = np.array([[log_eps, math.log1p(-math.exp(log_eps))]])
+    ref_logp = np.array([[log_eps, _log1m_exp(log_eps)]])
     info = dict(family="two_arm_needle", beta=beta, eps=math.exp(log_eps), log_eps=log_eps,
                 optimal_actions=np.array([0]))
     return TokenMDP(np.array([[-1, -1]]), np.array([[1.0, 0.0]]), ref_logp, np.array([1.0]), info)
@@ -279,7 +287,7 @@ def token_needle(
     ref_logp = _random_ref_logp(rng, next_state.shape, ref_temperature)
     path = rng.integers(vocab, size=(n_prompts, horizon))
     log_step = math.log(eps) / horizon
-    log_rest = math.log1p(-math.exp(log_step)) - math.log(vocab - 1)
+    log_rest = _log1m_exp(log_step) - math.log(vocab - 1)
     on_path = np.arange(n_prompts, dtype=np.int64)  # local index within layer d
     path_states = np.empty((n_prompts, horizon), dtype=np.int64)
     for d in range(horizon):

@@ -122,8 +122,11 @@ def _optimal_mass(mdp: TokenMDP, logp: np.ndarray, tol: float = 1e-12) -> float:
 
 def seen_mass(mdp: TokenMDP, logp, batch: TrajectoryBatch) -> float:
     """E_{s₀∼ρ} π(responses in ``batch`` | s₀) for a batch of *distinct* trajectories, e.g.
-    the π*-mass on the responses present in the data."""
-    return _seen_mass(mdp, mdp.check_policy(logp), batch)
+    the π*-mass on the responses present in the data. Raises ValueError when ``batch`` is not
+    a batch of trajectories of ``mdp`` (:meth:`~xpo_sim.mdp.TokenMDP.check_batch`)."""
+    if not isinstance(mdp, TokenMDP):
+        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    return _seen_mass(mdp, mdp.check_policy(logp), mdp.check_batch(batch))
 
 
 def _seen_mass(mdp: TokenMDP, logp: np.ndarray, batch: TrajectoryBatch) -> float:
@@ -328,8 +331,10 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
             block = dense[members]
         for g in members:
             row = dense[g] if dense is not None else phi_rep[g].toarray().ravel()
+            r = rep[g]
+            path = (batch.states[r, : batch.lengths[r]], batch.actions[r, : batch.lengths[r]])
             log_gain[g], gaps[g], optimized = solver.solve(int(x), row, col_max, col_min, lo, hi, block,
-                                                           log_mass[members])
+                                                           log_mass[members], path)
             n_optimized += optimized
 
     max_gap = float(gaps.max()) if n_groups else 0.0
@@ -466,9 +471,14 @@ class _SupSolver:
         self.start = np.zeros(n_states)
 
     def value(self, x: int, theta: np.ndarray, phi: np.ndarray) -> float:
+        """g = log π_θ(τ|x) − log π_ref(τ|x) for the group's representative path τ
+        (``self.path``), summed step by step from the sweep's log π_θ: the same number as
+        (θ·Φ − V̂_θ(x))/β, without the cancellation of two values of size |r̂| divided by a
+        small β (which lost ε·|r̂|/β: every digit at β = 1e-16)."""
         table = np.ascontiguousarray(self.cls.reward_table(theta), dtype=np.float64)
         _soft_kernels.soft_backward(self.next_state, table, self.ref_logp, self.beta, self.q, self.v, self.logp)
-        return (float(theta @ phi) - self.v[x]) / self.beta
+        states, actions = self.path
+        return float(np.sum(self.logp[states, actions] - self.ref_logp[states, actions]))
 
     def value_grad(self, x: int, theta: np.ndarray, phi: np.ndarray) -> tuple[float, np.ndarray]:
         value = self.value(x, theta, phi)
@@ -479,10 +489,11 @@ class _SupSolver:
         return value, (phi - mean) / self.beta
 
     def solve(self, x: int, phi: np.ndarray, col_max: np.ndarray, col_min: np.ndarray, lo: float, hi: float,
-              block, log_w: np.ndarray):
+              block, log_w: np.ndarray, path):
         """(g, certified gap, whether the optimizer ran) for the group (x, Φ); ``block``
         and ``log_w`` are the Φ rows and log π_ref-masses of all of x's groups (for the
-        Newton polish)."""
+        Newton polish); ``path`` = (states, actions) of one trajectory of the group."""
+        self.path = path
         at_hi = phi >= col_max
         at_lo = ~at_hi & (phi <= col_min)
         free = ~(at_hi | at_lo) if hi > lo else np.zeros(phi.shape, dtype=bool)
@@ -531,14 +542,16 @@ def _newton_polish(theta, free, phi, block, log_w, beta, lo, hi, max_iter: int =
     point, until the Frank–Wolfe gap is at rounding level."""
     dense = block.toarray() if sp.issparse(block) else np.asarray(block)
 
+    offsets = dense - phi  # Φ_j − Φ: exact differences, so θ·(Φ_j − Φ)/β does not cancel at small β
+
     def evaluate(t):
-        z = log_w + dense @ t / beta
+        z = log_w + offsets @ t / beta
         top = z.max()
         p = np.exp(z - top)
         total = p.sum()
         p /= total
         mean = p @ dense
-        return float(t @ phi / beta - top - math.log(total)), (phi - mean) / beta, p, mean
+        return float(-top - math.log(total)), (phi - mean) / beta, p, mean
 
     theta = theta.copy()
     val, grad, p, mean = evaluate(theta)
@@ -551,7 +564,7 @@ def _newton_polish(theta, free, phi, block, log_w, beta, lo, hi, max_iter: int =
         if not inactive.any():
             break
         centred = dense[:, inactive] - mean[inactive]
-        cov = centred.T @ (centred * p[:, None]) / beta**2  # −Hessian on the inactive coordinates
+        cov = (centred / beta).T @ (centred * p[:, None] / beta)  # −Hessian on the inactive coordinates (β² underflows)
         step = np.linalg.lstsq(cov, grad[inactive], rcond=1e-15)[0]
         size, moved = 1.0, False
         while size > 1e-14:

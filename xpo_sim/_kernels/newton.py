@@ -148,10 +148,12 @@ def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, p
     for s in range(n_states):
         for a in range(n_actions):
             diag_out[s, a] = 0.0
-    beta2 = beta * beta
+    # divide by β twice, never by β² (which underflows to 0 below β ≈ 1e-162; the DPO
+    # coefficients are ±β, so (coef/β)² = 1 exactly)
     for j in range(curvature.shape[0]):
         for k, coef in ((pair_chosen[j], coef_chosen[j]), (pair_rejected[j], coef_rejected[j])):
-            w = curvature[j] * coef * coef / beta2
+            scaled = coef / beta
+            w = curvature[j] * scaled * scaled
             for h in range(path_lengths[k]):
                 diag_out[path_states[k, h], path_actions[k, h]] += w
     start = np.zeros(n_states)
@@ -167,4 +169,4 @@ def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, p
             continue
         for a in range(n_actions):
             if logp[s, a] > NEG_INF:
-                diag_out[s, a] += mu * np.exp(logp[s, a]) / beta2
+                diag_out[s, a] += mu * np.exp(logp[s, a]) / beta / beta

@@ -83,6 +83,9 @@ FAST = {"reassoc", "contract"}
 EXPM1_SPREAD = 1.0  # δ ≤ this: log1p/expm1 form (1 + Σ π_ref expm1(d) ≥ e^{-1}: no cancellation)
 TAYLOR_SPREAD = 2.0**-27  # δ ≤ this: β·L = μ + σ²/(2β) (next term ≤ δ²/6 ≤ 2^-56 relative)
 TINY = 2.2250738585072014e-308  # smallest normal float64
+# |Q*|/β above which the common case recomputes x = log π_ref + (Q* − m)/β instead of
+# log π_ref + Q*/β (whose rounding, ε·|Q*|/β ≤ 2^12·2^-53 ≈ 5e-13 below it, enters log π*)
+DIRECT_SCALE = 4096.0
 
 
 @njit(cache=True, fastmath=FAST)
@@ -124,10 +127,13 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
         if spread > EXPM1_SPREAD:
             # max-shifted log-sum-exp, M = max_a x_a. Common case: x = log π_ref + Q*/β from
             # the first pass is finite, and L = (M − m/β) + log Σ e^{x − M} (M − m/β errs by
-            # ~ε·|m|/β, i.e. ~ε·|m| in V*); if Q*/β overflowed (tiny β, large rewards),
-            # recompute x = log π_ref + d with d = (Q* − m)/β ≤ 0, which cannot.
+            # ~ε·|m|/β, i.e. ~ε·|m| in V*, and x itself by ~ε·|Q*|/β, which enters log π*);
+            # if |Q*|/β exceeds DIRECT_SCALE (tiny β: the log-probabilities would lose
+            # ε·|Q*|/β absolute, a whole nat at β = 1e-16 and |Q*| = 1) or overflowed,
+            # recompute x = log π_ref + d with d = (Q* − m)/β ≤ 0, exact to a few ulp of d.
             m_scaled = mul(q_max, inv_beta)
-            if x_max < np.inf and x_max > NEG_INF and abs(m_scaled) < np.inf:
+            magnitude = mul(max(abs(q_max), abs(q_min)), inv_beta)
+            if x_max < np.inf and x_max > NEG_INF and magnitude <= DIRECT_SCALE:
                 shift = x_max - m_scaled
             else:
                 x_max = NEG_INF
