@@ -126,3 +126,14 @@ def beta(value, name: str = "beta") -> float:
         raise ValueError(f"{name} must lie in [{BETA_MIN:g}, {BETA_MAX:g}] (the range the exact float64 "
                          f"computation supports), got {value!r}")
     return number
+
+
+def boolean(name: str, value) -> bool:
+    """``value`` as a bool: ``True`` or ``False`` (or a numpy bool), not a string such as
+    ``'False'`` (truthy), not 0/1."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+__all__ += ["boolean"]

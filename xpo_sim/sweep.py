@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -43,7 +44,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from xpo_sim import checks
+from xpo_sim import checks, specs
 
 __all__ = [
     "RunConfig",
@@ -51,6 +52,13 @@ __all__ = [
     "run_sweep",
     "load_results",
     "ShardError",
+    "ResultsNotFoundError",
+    "StaleShardWarning",
+    "make_instance",
+    "make_oracle",
+    "make_policy",
+    "algorithm_class",
+    "ORACLES",
     "SerialExecutor",
     "make_executor",
     "SchedulerError",
@@ -79,13 +87,86 @@ def _canonical(value):
     return value
 
 
+ORACLES = ("BradleyTerry", "Argmax")
+"""The built-in preference oracles a :class:`RunConfig` may name (``oracle``)."""
+
+_RESERVED_RUN_ARGS = {
+    "seed": "each run's seed is derived from its config (RunConfig.seed: the first 64 bits of its key), so that "
+            "it gives the same numbers on every executor; vary replicate to get another seed",
+    "policy": "give the policy class as RunConfig(policy=...)",
+    "oracle": "give the oracle as RunConfig(oracle=..., oracle_args=...)",
+    "mdp": "the instance is RunConfig(instance=..., instance_args=...)",
+    "algorithm": "the algorithm is RunConfig(algorithm=..., algorithm_args=...)",
+    "beta": "beta is a field of RunConfig",
+    "rounds": "rounds is a field of RunConfig",
+}
+
+_NEW_FIELDS = {"policy_args": {}, "oracle": None, "oracle_args": {}}
+"""Fields added after the first shards were written: left out of the canonical JSON when at
+these defaults, so that every earlier config keeps its key (shard name and seed)."""
+
+
+def _check_data(name: str, value) -> None:
+    """``value`` is plain JSON data (what a config's identity can be made of), else a
+    ``ValueError`` naming ``name`` (e.g. ``algorithm_args['schedule']``)."""
+    if value is None or isinstance(value, (bool, int, float, str, np.bool_, np.integer, np.floating)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_data(f"{name}[{i}]", item)
+        return
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{name} must have string keys, got the key {k!r}")
+            _check_data(f"{name}[{k!r}]", item)
+        return
+    raise ValueError(f"{name} must be plain data (numbers, strings, bools, None, lists and dicts of them): a "
+                     f"config is identified by its JSON form and sent to other processes; got {value!r}")
+
+
+def _check_args(name: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict of keyword arguments, got {value!r}")
+    _check_data(name, value)
+    return value
+
+
+def _text(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True, eq=False)
 class RunConfig:
-    """One run: ``xpo_sim.run(envs.<instance>(**instance_args), <algorithm>(**algorithm_args),
-    beta, rounds, seed=<derived>, policy=policy, **run_args)``.
+    """One run: ``xpo_sim.run(<instance>(**instance_args), <algorithm>(**algorithm_args),
+    beta, rounds, seed=<derived>, policy=<policy>, oracle=<oracle>, **run_args)``.
+
+    ``instance``: a family of :mod:`xpo_sim.envs` by name, or a spec
+    ``"package.module:qualname"`` (see :mod:`xpo_sim.specs`) naming a callable that returns
+    a :class:`~xpo_sim.TokenMDP`, called with ``instance_args``. ``algorithm``: an
+    :class:`~xpo_sim.Algorithm` config class of :mod:`xpo_sim.algorithms` or
+    :mod:`xpo_sim.methods` by name, or a spec naming an ``Algorithm`` subclass; built with
+    ``algorithm_args``. ``policy``: a name of :data:`xpo_sim.policies.POLICY_CLASSES`
+    (its options go in ``run_args``), or a spec naming a callable
+    ``f(mdp, beta, **policy_args)`` that returns a policy class object (one implementing
+    :class:`~xpo_sim.PolicyClass`, or one with ``as_policy_class``). ``oracle``: None
+    (Bradley–Terry labels, the default), ``"BradleyTerry"`` or ``"Argmax"`` (built with
+    ``oracle_args``), or a spec naming an oracle class or factory, called with
+    ``oracle_args``. A spec's module must be importable by the coordinating process and by
+    every worker (on ``PYTHONPATH``, or installed): specs are resolved by import wherever
+    the config runs, so they work on every executor.
+
+    ``run_args``: the other keyword arguments of :func:`xpo_sim.run` (``record``,
+    ``max_enumerate``, the built-in policy classes' options…); not ``seed``, which is
+    derived from the config. Every ``*_args`` value must be plain JSON data.
 
     ``group`` and ``label`` are free-form names for analysis (e.g. the panel and the legend
-    entry); they are part of the identity. ``replicate`` distinguishes seeds.
+    entry); they are part of the identity. ``replicate`` distinguishes seeds. β is stored
+    as a float, so ``beta=1`` and ``beta=1.0`` are one config. ``policy_args``, ``oracle``
+    and ``oracle_args`` enter the identity only when not at their defaults, so configs
+    written before they existed keep their keys.
     """
 
     instance: str
@@ -99,14 +180,53 @@ class RunConfig:
     run_args: dict = field(default_factory=dict)
     group: str = ""
     label: str = ""
+    policy_args: dict = field(default_factory=dict)
+    oracle: str | None = None
+    oracle_args: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from xpo_sim import envs
+        from xpo_sim.policies import POLICY_CLASSES
 
-        if self.instance not in envs.__all__:
-            raise ValueError(f"unknown instance family {self.instance!r}: expected one of {envs.__all__}")
-        if not (isinstance(self.rounds, int) and self.rounds >= 1):
-            raise ValueError(f"rounds must be an int >= 1, got {self.rounds!r}")
+        set_ = object.__setattr__  # frozen: canonical forms are stored once, here
+        for name in ("instance_args", "algorithm_args", "run_args", "policy_args", "oracle_args"):
+            _check_args(name, getattr(self, name))
+        _text("instance", self.instance)
+        if specs.is_spec(self.instance):
+            specs.resolve(self.instance, "instance")
+        elif self.instance not in envs.__all__:
+            raise ValueError(f"unknown instance family {self.instance!r}: expected one of {envs.__all__}, or a spec "
+                             f"{specs.SPEC_FORM} naming a function that returns a TokenMDP")
+        _text("algorithm", self.algorithm)
+        set_(self, "beta", checks.beta(self.beta))
+        set_(self, "rounds", checks.integer("rounds", self.rounds, minimum=1))
+        set_(self, "replicate", checks.integer("replicate", self.replicate, minimum=0))
+        _text("group", self.group)
+        _text("label", self.label)
+        _text("policy", self.policy)
+        if specs.is_spec(self.policy):
+            specs.resolve(self.policy, "policy")
+        else:
+            if self.policy not in POLICY_CLASSES:
+                raise ValueError(f"unknown policy class {self.policy!r}: expected one of {sorted(POLICY_CLASSES)}, "
+                                 f"or a spec {specs.SPEC_FORM} naming f(mdp, beta, **policy_args) that returns a "
+                                 f"policy class object")
+            if self.policy_args:
+                raise ValueError(f"policy_args are for a policy given as a spec; the options of the built-in "
+                                 f"{self.policy!r} class go in run_args, got policy_args={self.policy_args!r}")
+        for key in self.run_args:
+            if key in _RESERVED_RUN_ARGS:
+                raise ValueError(f"run_args may not set {key!r}: {_RESERVED_RUN_ARGS[key]}")
+        if self.oracle is None:
+            if self.oracle_args:
+                raise ValueError(f"oracle_args need an oracle (e.g. oracle='BradleyTerry'), got "
+                                 f"oracle_args={self.oracle_args!r} with oracle=None")
+        else:
+            _text("oracle", self.oracle)
+            if not specs.is_spec(self.oracle) and self.oracle not in ORACLES:
+                raise ValueError(f"unknown oracle {self.oracle!r}: expected None, one of {ORACLES}, or a spec "
+                                 f"{specs.SPEC_FORM} naming an oracle class")
+            make_oracle(self.oracle, self.oracle_args)  # validate early
         algorithm_class(self.algorithm)(**self.algorithm_args)  # validate early
 
     def __eq__(self, other) -> bool:
@@ -116,13 +236,16 @@ class RunConfig:
         return hash(self.key)
 
     def to_json(self) -> str:
-        return json.dumps(_canonical(asdict(self)), sort_keys=True, separators=(",", ":"))
+        data = asdict(self)
+        for name, default in _NEW_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return json.dumps(_canonical(data), sort_keys=True, separators=(",", ":"))
 
     @property
     def key(self) -> str:
         """SHA-256 of the canonical JSON: the shard name and the seed's source."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
-
 
     @property
     def seed(self) -> int:
@@ -132,27 +255,93 @@ class RunConfig:
     def display_label(self) -> str:
         return self.label or self.algorithm
 
+    @property
+    def specs(self) -> list[str]:
+        """The ``"module:qualname"`` specs this config names (instance, algorithm, policy, oracle)."""
+        return [s for s in (self.instance, self.algorithm, self.policy, self.oracle) if specs.is_spec(s)]
+
+    def code_fingerprint(self) -> str:
+        """The fingerprint of the user code this config names, as this process would run it
+        (:func:`xpo_sim.specs.fingerprint`; ``""`` for a config of built-ins only, whose
+        code is identified by the xpo_sim version)."""
+        return specs.fingerprint(self.specs)
+
 
 def algorithm_class(name: str):
-    """The algorithm config class called ``name`` (xpo_sim.algorithms or xpo_sim.methods)."""
+    """The algorithm config class ``name`` names: a class of xpo_sim.algorithms or
+    xpo_sim.methods by name, or a spec ``"package.module:qualname"`` naming an
+    :class:`~xpo_sim.Algorithm` subclass (resolved by :func:`xpo_sim.specs.resolve`)."""
     from xpo_sim import algorithms, methods
 
+    if specs.is_spec(name):
+        return specs.resolve(name, "algorithm", subclass_of=algorithms.Algorithm)
     known = {n: getattr(m, n) for m in (algorithms, methods) for n in m.__all__
              if isinstance(getattr(m, n), type) and issubclass(getattr(m, n), algorithms.Algorithm)}
     known.pop("Algorithm")
     if name not in known:
-        raise ValueError(f"unknown algorithm {name!r}: expected one of {sorted(known)}")
+        raise ValueError(f"unknown algorithm {name!r}: expected one of {sorted(known)}, or a spec "
+                         f"{specs.SPEC_FORM} naming an xpo_sim.Algorithm subclass")
     return known[name]
 
 
-def run_config(config: RunConfig) -> pd.DataFrame:
-    """Run one config and return its rows with the config's identity columns added."""
+def make_oracle(oracle: str | None, oracle_args: dict | None = None):
+    """The preference oracle a config names: None (the run's default, Bradley–Terry), a
+    built-in name of :data:`ORACLES`, or a spec naming an oracle class or factory; built
+    with ``oracle_args``. The object must have ``prefer(r_a, r_b, rng)``."""
+    if oracle is None:
+        return None
+    args = oracle_args or {}
+    if specs.is_spec(oracle):
+        factory = specs.resolve(oracle, "oracle")
+    else:
+        from xpo_sim import preferences
+
+        factory = getattr(preferences, checks.choice("oracle", oracle, ORACLES))
+    try:
+        built = factory(**args)
+    except TypeError as err:
+        raise ValueError(f"oracle {oracle!r} cannot be built with oracle_args={args!r}: {err}") from None
+    if not callable(getattr(built, "prefer", None)):
+        raise ValueError(f"oracle {oracle!r} built an object without prefer(r_a, r_b, rng): {built!r}")
+    return built
+
+
+def make_instance(config: RunConfig):
+    """The TokenMDP of ``config``: its envs family, or its instance spec's callable,
+    called with ``instance_args``."""
     from xpo_sim import envs
+    from xpo_sim.mdp import TokenMDP
+
+    if not specs.is_spec(config.instance):
+        return getattr(envs, config.instance)(**config.instance_args)
+    mdp = specs.resolve(config.instance, "instance")(**config.instance_args)
+    if not isinstance(mdp, TokenMDP):
+        raise ValueError(f"instance {config.instance!r} must return a TokenMDP, got {type(mdp).__name__}")
+    return mdp
+
+
+def make_policy(config: RunConfig, mdp, beta: float):
+    """What ``config`` passes to ``run`` as ``policy``: a built-in name as is, or the
+    object its policy spec's callable builds, ``f(mdp, beta, **policy_args)``."""
+    if not specs.is_spec(config.policy):
+        return config.policy
+    return specs.resolve(config.policy, "policy")(mdp, beta, **config.policy_args)
+
+
+def run_config(config: RunConfig) -> pd.DataFrame:
+    """Run one config and return its rows with the config's identity columns added, and
+    what made them: ``xpo_sim_version`` and ``code_fingerprint`` (see
+    :meth:`RunConfig.code_fingerprint`). Specs are resolved here, in the process that
+    runs the config."""
+    from xpo_sim import __version__
     from xpo_sim.loop import run
 
-    mdp = getattr(envs, config.instance)(**config.instance_args)
+    mdp = make_instance(config)
     algorithm = algorithm_class(config.algorithm)(**config.algorithm_args)
-    df = run(mdp, algorithm, config.beta, config.rounds, seed=config.seed, policy=config.policy,
+    policy = make_policy(config, mdp, config.beta)
+    oracle = make_oracle(config.oracle, config.oracle_args)
+    fingerprint = config.code_fingerprint()  # after the resolutions: the code that runs now
+    df = run(mdp, algorithm, config.beta, config.rounds, seed=config.seed, policy=policy, oracle=oracle,
              **config.run_args)
     df.insert(0, "key", config.key)
     df.insert(1, "group", config.group)
@@ -162,6 +351,8 @@ def run_config(config: RunConfig) -> pd.DataFrame:
     df.insert(5, "eps", float(mdp.info.get("eps", math.nan)))
     df.insert(6, "replicate", config.replicate)
     df.insert(7, "policy", config.policy)
+    df["xpo_sim_version"] = __version__
+    df["code_fingerprint"] = fingerprint
     return df
 
 
@@ -200,12 +391,23 @@ class ShardError(ValueError):
 
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path, self.reason = Path(path), reason
-        super().__init__(f"result shard {self.path} is unusable: {reason}; delete it (or rerun the sweep "
-                         f"with --force) to recompute it")
+        advice = ("" if "remove it" in reason else
+                  "; delete it (or rerun the sweep with --force) to recompute it")
+        super().__init__(f"result shard {self.path} is unusable: {reason}{advice}")
 
 
-_TEXT_COLUMNS = ("key", "group", "label", "instance", "policy", "algorithm")
+_PROVENANCE_COLUMNS = ("xpo_sim_version", "code_fingerprint")
+"""What made a shard (written since xpo_sim 0.1.0's fingerprinting; absent in older shards)."""
+_TEXT_COLUMNS = ("key", "group", "label", "instance", "policy", "algorithm", *_PROVENANCE_COLUMNS)
 _COUNT_COLUMNS = ("round", "pairs", "distinct_seen")  # finite integers >= 0
+_RTOL = 1e-9  # two copies of one float (best_regret and regret) after a CSV round trip
+_MASS_SLACK = 1e-9  # a probability mass summed in float64 may exceed 1 by rounding
+_KL_SLACK = 1e-9  # KL(π‖π_ref) as a float64 sum of π·(log π − log π_ref) may be −1e-17 for π = π_ref
+
+
+class StaleShardWarning(RuntimeWarning):
+    """A result shard made by other code than the current one (another xpo_sim version, or
+    a user module whose source changed): :func:`run_sweep` recomputes it."""
 
 
 def _expected_columns() -> list[str]:
@@ -220,16 +422,134 @@ def _same_text(value, expected: str) -> bool:
     return (expected == "" and pd.isna(value)) or (not pd.isna(value) and str(value) == expected)
 
 
+def _text_value(value) -> str:
+    return "" if pd.isna(value) else str(value)
+
+
+def _first_bad(mask: np.ndarray, rounds: np.ndarray) -> str:
+    return f"round {int(rounds[np.flatnonzero(mask)[0]])}"
+
+
+def _values_problem(df: pd.DataFrame) -> str | None:
+    """Range and identity checks of the metric columns (``xpo_sim.recorder``'s definitions):
+
+    * ``regret`` = β E_{d^π} KL(π‖π*) and ``kl_ref`` = KL(π‖π_ref) are ≥ 0 and never NaN;
+      either is +inf exactly when the other is (π leaves π_ref's support);
+    * ``iterate_regret`` ≥ 0, never NaN; ``reward_regret`` and ``alpha`` finite;
+    * ``opt_mass`` and ``seen_star_mass`` in [0, 1];
+    * ``log_concentrability`` NaN (not computed) or ≥ 0 (log of a max ratio of two
+      distributions), +inf allowed (the data misses a π* response);
+    * ``best_regret``: the best regret of every scored iterate so far, so ≥ 0, ≤ this row's
+      regret, non-increasing, equal to the regret in round 0 and to the running minimum of
+      ``regret`` when every round is a row;
+    * the identity ``reward_regret − regret + β·kl_ref = β KL(π*‖π_ref)``: the same number in
+      every row of a run (regret = J*(π*) − J(π) with J(π) = E_π r − β KL(π‖π_ref)), up to
+      1e-4 of the row's magnitudes (float32 policy tables keep about that many digits) plus
+      β·1e-12 (the rounding of a KL near 0, scaled by β).
+    """
+    rounds = df["round"].to_numpy()
+
+    def col(name):
+        return df[name].to_numpy(dtype=float)
+
+    regret, best, kl, iterate = col("regret"), col("best_regret"), col("kl_ref"), col("iterate_regret")
+    reward_regret, beta = col("reward_regret"), col("beta")
+    for name in ("regret", "best_regret", "reward_regret", "kl_ref", "opt_mass", "seen_star_mass", "iterate_regret",
+                 "alpha"):
+        values = col(name)
+        if np.isnan(values).any():
+            return f"column {name} is NaN in {_first_bad(np.isnan(values), rounds)}"
+    for name, values, least in (("regret", regret, 0.0), ("kl_ref", kl, -_KL_SLACK), ("best_regret", best, 0.0),
+                                ("iterate_regret", iterate, 0.0)):
+        if (values < least).any():
+            return (f"column {name} must be >= 0, got {float(values[values < least][0])!r} in "
+                    f"{_first_bad(values < least, rounds)}")
+    for name in ("reward_regret", "alpha"):
+        values = col(name)
+        if not np.isfinite(values).all():
+            return f"column {name} must be finite, got {float(values[~np.isfinite(values)][0])!r} in " \
+                   f"{_first_bad(~np.isfinite(values), rounds)}"
+    mismatch = np.isinf(regret) != np.isinf(kl)
+    if mismatch.any():
+        return (f"regret and kl_ref must be infinite together (a policy outside π_ref's support), but in "
+                f"{_first_bad(mismatch, rounds)} regret is {float(regret[mismatch][0])!r} and kl_ref "
+                f"{float(kl[mismatch][0])!r}")
+    for name in ("opt_mass", "seen_star_mass"):
+        values = col(name)
+        bad = (values < 0) | (values > 1 + _MASS_SLACK)
+        if bad.any():
+            return f"column {name} must lie in [0, 1], got {float(values[bad][0])!r} in {_first_bad(bad, rounds)}"
+    concentrability = col("log_concentrability")
+    bad = concentrability < -_MASS_SLACK  # NaN compares False: not computed
+    if bad.any():
+        return (f"column log_concentrability must be >= 0 (or NaN when not computed), got "
+                f"{float(concentrability[bad][0])!r} in {_first_bad(bad, rounds)}")
+    slack = _RTOL * np.maximum(np.abs(regret), np.abs(best)) + 1e-300
+    finite = np.isfinite(regret)
+    bad = finite & (best > regret + slack)
+    if bad.any():
+        return f"best_regret exceeds regret in {_first_bad(bad, rounds)} (best_regret is the best so far)"
+    if (np.diff(best) > slack[1:]).any():
+        return f"best_regret increases in {_first_bad(np.diff(best) > slack[1:], rounds[1:])} (it is a running best)"
+    if not abs(best[0] - regret[0]) <= slack[0]:
+        return f"best_regret {float(best[0])!r} differs from regret {float(regret[0])!r} in round {int(rounds[0])}"
+    if rounds[-1] == len(rounds) - 1:  # every round is a row: best_regret is the running minimum of regret
+        running = np.minimum.accumulate(regret)
+        bad = ~(np.abs(best - running) <= slack) & np.isfinite(running)
+        if bad.any():
+            return f"best_regret is not the running minimum of regret in {_first_bad(bad, rounds)}"
+    finite = np.isfinite(regret) & np.isfinite(kl)
+    if finite.sum() >= 2:
+        with np.errstate(over="ignore", invalid="ignore"):
+            weighted = beta * kl
+            offset = reward_regret - regret + weighted
+            scale = np.abs(reward_regret) + np.abs(regret) + np.abs(weighted)
+        offset, scale = offset[finite], scale[finite]
+        ok = np.isfinite(offset)
+        if ok.sum() >= 2:
+            spread = np.abs(offset[ok] - offset[ok][0])
+            # float64 KLs err by ~1e-13 absolute (cancellation), which β·kl_ref scales up at large β
+            tolerance = 1e-4 * np.maximum(scale[ok], scale[ok][0]) + 1e-9 + 1e-12 * beta[finite][ok]
+            bad = spread > tolerance
+            if bad.any():
+                return ("its values break the identity reward_regret − regret + β·kl_ref = β KL(π*‖π_ref) (the "
+                        f"same in every row) in {_first_bad(bad, rounds[finite][ok])}: regret, reward_regret and "
+                        f"kl_ref do not belong together (damaged or swapped columns?)")
+    return None
+
+
+def _expected_eps(config: RunConfig) -> float | None:
+    """The ``eps`` column of ``config``'s rows (``mdp.info['eps']``, NaN when the family has
+    none); None when it is not known without running user code (an instance spec)."""
+    if specs.is_spec(config.instance):
+        return None
+    if "eps" in config.instance_args:
+        eps = config.instance_args["eps"]
+        return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
+    return _built_in_eps(config.instance, json.dumps(_canonical(config.instance_args), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _built_in_eps(instance: str, instance_json: str) -> float:
+    from xpo_sim import envs
+
+    mdp = getattr(envs, instance)(**json.loads(instance_json))
+    return float(mdp.info.get("eps", math.nan))
+
+
 def _shard_problem(df: pd.DataFrame, key: str, config: RunConfig | None) -> str | None:
     """What is wrong with the rows ``df`` read from the shard of ``key`` (None if nothing).
 
     Every shard: the columns of :func:`run_config` (identity columns and
-    ``xpo_sim.recorder.COLUMNS``), at least one row, one value of each identity column,
-    ``key`` equal to the file's name, whole numbers >= 0 in round, pairs and distinct_seen,
-    a whole replicate, finite α and β, numbers in the metric columns, ``converged``
-    True/False in every row (a row cut inside fails here), rounds strictly increasing from 0.
-    With its ``config``: the identity matches the config, the last round is the run's final
-    round (``total_rounds``: 1 for OfflineDPO(dataset_size=N)), and with the default
+    ``xpo_sim.recorder.COLUMNS``; the provenance columns are optional, for shards written
+    before them), at least one row, one value of each identity column, ``key`` equal to the
+    file's name, whole numbers >= 0 in round, pairs and distinct_seen, a whole replicate,
+    finite α and β, numbers in the metric columns, ``converged`` True/False in every row (a
+    row cut inside fails here), rounds strictly increasing from 0, and the ranges and
+    identities of :func:`_values_problem`.
+    With its ``config``: the identity matches the config (group, label, instance, policy,
+    replicate, β, the algorithm's name, and the instance's ε), the last round is the run's
+    final round (``total_rounds``: 1 for OfflineDPO(dataset_size=N)), and with the default
     recording (no ``record``/``eval_every`` in ``run_args``) every round 0…final is present.
     """
     missing = [c for c in _expected_columns() if c not in df.columns]
@@ -241,7 +561,8 @@ def _shard_problem(df: pd.DataFrame, key: str, config: RunConfig | None) -> str 
     if len(keys) != 1 or df["key"].isna().any() or str(keys[0]) != key:
         shown = [str(k) for k in keys[:3]]
         return f"its key column holds {shown} but the file is named {key}.csv (a shard of another run?)"
-    for column in ("group", "label", "instance", "beta", "eps", "replicate", "policy", "algorithm"):
+    for column in ("group", "label", "instance", "beta", "eps", "replicate", "policy", "algorithm",
+                   *df.columns.intersection(_PROVENANCE_COLUMNS)):
         if df[column].nunique(dropna=False) != 1:
             return f"column {column} changes within the run"
     for column in df.columns.intersection(_expected_columns()):
@@ -264,16 +585,27 @@ def _shard_problem(df: pd.DataFrame, key: str, config: RunConfig | None) -> str 
         return f"its rounds start at {int(rounds[0])}, not 0"
     if not (np.diff(rounds) > 0).all():
         return "its rounds are not strictly increasing"
-    if config is None:
-        return None
+    if not float(df["beta"].iloc[0]) > 0:
+        return f"its beta {df['beta'].iloc[0]!r} is not positive"
+    problem = _values_problem(df)
+    if problem is not None or config is None:
+        return problem
     row = df.iloc[0]
     for column, expected in (("instance", config.instance), ("policy", config.policy),
                              ("label", config.display_label), ("group", config.group)):
         if not _same_text(row[column], expected):
             return f"its {column} is {row[column]!r}, not the run's {expected!r}"
-    if int(row["replicate"]) != config.replicate or not math.isclose(float(row["beta"]), float(config.beta)):
+    if int(row["replicate"]) != config.replicate or not math.isclose(float(row["beta"]), config.beta,
+                                                                     rel_tol=1e-12):
         return f"its replicate/beta ({row['replicate']}, {row['beta']}) are not the run's"
-    final = algorithm_class(config.algorithm)(**config.algorithm_args).total_rounds(config.rounds)
+    eps = _expected_eps(config)
+    if eps is not None and not (math.isnan(eps) and math.isnan(row["eps"])) and not math.isclose(
+            float(row["eps"]), eps, rel_tol=1e-12):
+        return f"its eps is {row['eps']!r}, not the instance's {eps!r}"
+    algorithm = algorithm_class(config.algorithm)(**config.algorithm_args)
+    if not _same_text(row["algorithm"], algorithm.name):
+        return f"its algorithm is {row['algorithm']!r}, not the run's {algorithm.name!r}"
+    final = algorithm.total_rounds(config.rounds)
     if int(rounds[-1]) != final:
         return f"its last round is {int(rounds[-1])} but the run ends at round {final} (cut short?)"
     if "record" not in config.run_args and "eval_every" not in config.run_args and len(rounds) != final + 1:
@@ -281,9 +613,42 @@ def _shard_problem(df: pd.DataFrame, key: str, config: RunConfig | None) -> str 
     return None
 
 
+def _stale_reason(df: pd.DataFrame, config: RunConfig) -> str | None:
+    """Why the checked rows ``df`` of ``config`` were made by other code than the current
+    one (None if they were not, or cannot be told).
+
+    The rule: a shard records ``xpo_sim_version`` and ``code_fingerprint`` (the SHA-256 of
+    the source of every user module its config names). It is current when the version is
+    this xpo_sim's and the fingerprint equals :meth:`RunConfig.code_fingerprint` now. A
+    shard without these columns (written before they existed) is accepted for a config
+    of built-ins only, whose code such a shard's version had; for a config naming user
+    modules it is stale (nothing ties it to their code).
+    """
+    from xpo_sim import __version__
+
+    current = config.code_fingerprint()
+    if not set(_PROVENANCE_COLUMNS) <= set(df.columns):
+        if current:
+            return "it does not record the code that made it, and the run names user modules"
+        return None
+    row = df.iloc[0]
+    version, recorded = _text_value(row["xpo_sim_version"]), _text_value(row["code_fingerprint"])
+    if version != __version__:
+        return f"it was made by xpo_sim {version or '(unknown)'}, this is xpo_sim {__version__}"
+    if recorded != current:
+        was, now = specs.parse_fingerprint(recorded), specs.parse_fingerprint(current)
+        changed = [name for name in sorted(set(was) | set(now)) if was.get(name) != now.get(name)]
+        details = ", ".join(f"{name} (sha256 {was.get(name, 'none')[:12]} → {now.get(name, 'none')[:12]})"
+                            for name in changed)
+        return f"the source of {details} changed since it was made"
+    return None
+
+
 def _read_shard(path: Path, config: RunConfig | None = None) -> pd.DataFrame:
     """The rows of the shard ``path`` (of ``config`` when known), checked by
     :func:`_shard_problem`; :class:`ShardError` if it is unusable."""
+    if os.path.isdir(path):
+        raise ShardError(path, "it is a directory, not a file")
     try:
         df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS})
     except FileNotFoundError:
@@ -322,25 +687,55 @@ def run_sweep(
     return the tidy table of all configs' rows (as :func:`load_results` reads them).
 
     An existing shard is checked before the runs start; one that is unusable (unreadable,
-    cut short, another run's rows: see :class:`ShardError`) is recomputed like a missing
-    one, with a ``RuntimeWarning`` naming the file. ``progress``: a tqdm bar over finished
-    jobs; default on only when stderr is a terminal.
+    cut short, another run's rows, damaged values: see :class:`ShardError`) is recomputed
+    like a missing one, with a ``RuntimeWarning`` naming the file, and so is one made by
+    other code (another xpo_sim version, or a changed user module: a
+    :class:`StaleShardWarning` saying which; see :func:`_stale_reason`). A shard path that
+    is a directory is a :class:`ShardError` before anything runs. ``progress``: a tqdm bar
+    over finished jobs; default on only when stderr is a terminal.
+
+    ``configs`` must be :class:`RunConfig` objects, ``out`` a folder path, ``executor`` a
+    ``concurrent.futures.Executor`` (e.g. :class:`SerialExecutor` or one of
+    :func:`make_executor`), ``force`` a bool and ``progress`` a bool or None; anything else
+    is a ``ValueError`` naming the argument.
     """
-    out = Path(out)
+    out = _check_out(out)
+    if isinstance(configs, (str, bytes, RunConfig)) or not isinstance(configs, Iterable):
+        raise ValueError(f"configs must be a sequence of RunConfig objects, got {configs!r}")
+    configs = list(configs)
+    for i, config in enumerate(configs):
+        if not isinstance(config, RunConfig):
+            raise ValueError(f"configs must hold RunConfig objects, got {config!r} at position {i}")
+    if executor is not None and not isinstance(executor, Executor):
+        raise ValueError(f"executor must be a concurrent.futures.Executor (e.g. xpo_sim.sweep.SerialExecutor(), or "
+                         f"the one make_executor(...) yields) or None, got {executor!r}")
+    force = checks.boolean("force", force)
+    if progress is not None:
+        progress = checks.boolean("progress", progress)
     configs = list(dict.fromkeys(configs))  # drop exact duplicates, keep order
     frames: dict[RunConfig, pd.DataFrame] = {}
     todo = []
     for config in configs:
         path = _shard_path(out, config)
+        if os.path.isdir(path):
+            raise ShardError(path, "it is a directory, not a file, so no result can be written there; remove it")
         if force or not path.exists():
             todo.append(config)
             continue
         try:
-            frames[config] = _read_shard(path, config)
+            df = _read_shard(path, config)
         except ShardError as err:
             warnings.warn(f"result shard {err.path} is unusable ({err.reason}); recomputing it",
                           RuntimeWarning, stacklevel=2)
             todo.append(config)
+            continue
+        stale = _stale_reason(df, config)
+        if stale is not None:
+            warnings.warn(f"result shard {path} was made by other code than the current one ({stale}); "
+                          f"recomputing it", StaleShardWarning, stacklevel=2)
+            todo.append(config)
+            continue
+        frames[config] = df
     executor = executor or SerialExecutor()
     if todo:
         from tqdm.auto import tqdm
@@ -370,28 +765,62 @@ def run_sweep(
     return pd.concat([frames[c] for c in configs], ignore_index=True)
 
 
+def _check_out(out, name: str = "out") -> Path:
+    """``out`` as a Path: a non-empty path string or ``os.PathLike``, else a ``ValueError``."""
+    if not isinstance(out, (str, os.PathLike)) or (isinstance(out, str) and not out):
+        raise ValueError(f"{name} must be a folder path (a non-empty str or os.PathLike), got {out!r}")
+    return Path(out)
+
+
+class ResultsNotFoundError(FileNotFoundError, ValueError):
+    """:func:`load_results` was pointed at a folder that does not exist or holds no shards
+    (both a ``FileNotFoundError`` and a ``ValueError``)."""
+
+
 def load_results(out: str | os.PathLike, configs: Iterable[RunConfig] | None = None) -> pd.DataFrame:
     """Concatenate the shards of ``configs`` (default: every shard in ``out``).
 
     Each shard is checked as it is read (see :class:`ShardError`): one that is unreadable
     (empty, binary, not a table), header-only, missing columns, with a row cut inside, rounds
-    not strictly increasing from 0, or a ``key`` other than its file name raises
-    :class:`ShardError` naming the file. With ``configs``, a shard must also match its
-    config and end at the run's final round (a shard cut at a row boundary fails here;
-    without the configs such a cut cannot be told from a shorter run). Missing shards of
-    ``configs`` raise ``FileNotFoundError``.
+    not strictly increasing from 0, values out of their range or breaking their identities,
+    or a ``key`` other than its file name raises :class:`ShardError` naming the file. With
+    ``configs``, a shard must also match its config and end at the run's final round (a
+    shard cut at a row boundary fails here; without the configs such a cut cannot be told
+    from a shorter run), and one made by other code than the current one is loaded with a
+    :class:`StaleShardWarning` (:func:`run_sweep` would recompute it). Missing shards of
+    ``configs`` raise ``FileNotFoundError``; an ``out`` that is not an existing folder, or
+    has no ``shards`` folder, raises :class:`ResultsNotFoundError`.
     """
-    shard_dir = Path(out) / SHARD_DIR
+    out = _check_out(out)
+    if not out.is_dir():
+        raise ResultsNotFoundError(f"out {str(out)!r} is not an existing folder of sweep results")
+    shard_dir = out / SHARD_DIR
+    if not shard_dir.is_dir():
+        raise ResultsNotFoundError(f"out {str(out)!r} holds no sweep results (no {SHARD_DIR}/ folder in it)")
     if configs is None:
         pairs = [(p, None) for p in sorted(shard_dir.glob("*.csv"))]
     else:
+        if isinstance(configs, (str, bytes, RunConfig)) or not isinstance(configs, Iterable):
+            raise ValueError(f"configs must be a sequence of RunConfig objects or None, got {configs!r}")
+        configs = list(configs)
+        for i, config in enumerate(configs):
+            if not isinstance(config, RunConfig):
+                raise ValueError(f"configs must hold RunConfig objects, got {config!r} at position {i}")
         pairs = [(shard_dir / f"{c.key}.csv", c) for c in configs]
-        missing = [p for p, _ in pairs if not p.exists()]
+        missing = [p for p, _ in pairs if not os.path.lexists(p)]
         if missing:
             raise FileNotFoundError(f"{len(missing)} shards are missing in {shard_dir}, e.g. {missing[0].name}")
     if not pairs:
         return pd.DataFrame()
-    return pd.concat([_read_shard(p, c) for p, c in pairs], ignore_index=True)
+    frames = []
+    for path, config in pairs:
+        df = _read_shard(path, config)
+        stale = None if config is None else _stale_reason(df, config)
+        if stale is not None:
+            warnings.warn(f"result shard {path} was made by other code than the current one ({stale}); "
+                          f"run_sweep would recompute it", StaleShardWarning, stacklevel=2)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
 
 
 # ----------------------------------------------------------------------------- executors
