@@ -137,3 +137,60 @@ def boolean(name: str, value) -> bool:
 
 
 __all__ += ["boolean"]
+
+
+def real_pair(name: str, value, *, low: float = -math.inf, high: float = math.inf,
+              low_open: bool = False, high_open: bool = False) -> tuple[float, float]:
+    """``value`` as a pair of floats, each in the interval from ``low`` to ``high`` (closed
+    unless ``low_open``/``high_open``), e.g. Adam's (β₁, β₂) in [0, 1). A string, a scalar,
+    a pair of strings or of bools, or a sequence of another length is refused."""
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    what = f"a pair of finite numbers in {lo}{low:g}, {high:g}{hi}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)) or len(value) != 2:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    try:
+        return tuple(real(f"{name}[{i}]", item, low=low, high=high, low_open=low_open, high_open=high_open)
+                     for i, item in enumerate(value))
+    except ValueError:
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+
+
+# Bytes one request may allocate before it is refused; None: this machine's physical memory.
+MEMORY_LIMIT: int | None = None
+
+
+def memory_limit() -> int:
+    """The byte budget :func:`memory` enforces: ``MEMORY_LIMIT``, or the physical memory."""
+    if MEMORY_LIMIT is not None:
+        return int(MEMORY_LIMIT)
+    try:
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX: a generous fixed cap
+        return 64 * 2**30
+
+
+def format_bytes(n_bytes: float) -> str:
+    """``n_bytes`` in B/KiB/MiB/GiB/TiB…, three significant digits."""
+    size = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            return f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} EiB"  # pragma: no cover
+
+
+def memory(name: str, value, n_bytes: int, what: str) -> None:
+    """Refuse, before anything is allocated, a request whose arrays would need ``n_bytes``
+    (an exact Python int: no overflow) when that exceeds :func:`memory_limit`: a ValueError
+    naming the argument ``name`` = ``value``, what the memory is for and how much it is.
+    One definition for every size argument (instance sizes, batch sizes, dataset sizes)."""
+    limit = memory_limit()
+    if n_bytes > limit:
+        raise ValueError(f"{name}={value!r} would need {format_bytes(n_bytes)} of memory for {what}, more than "
+                         f"the {format_bytes(limit)} available (xpo_sim.checks.MEMORY_LIMIT); choose a smaller {name}")
+
+
+__all__ += ["real_pair", "memory", "memory_limit", "format_bytes"]
