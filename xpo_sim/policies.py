@@ -406,8 +406,11 @@ class LinearRewardClass(_LinearRewardBase):
 class LogitsClass:
     """Per-state logits added to log π_ref, trained by Adam steps (see module docstring).
 
-    ``steps`` Adam steps per round with learning rate ``lr`` on L / (number of pairs).
-    The Adam moments persist across rounds; use one instance per run.
+    ``steps`` Adam steps per round with learning rate ``lr`` on L / (number of pairs),
+    ``adam_betas`` = (β₁, β₂) in [0, 1) (β = 1 divides by 1 − β^t = 0) and ``adam_eps`` > 0.
+    The Adam moments persist across the rounds of a run and are reset by
+    :meth:`initial_params` (called once at the start of every run), so one object can serve
+    run after run and each starts from fresh moments.
     """
 
     name = "logits"
@@ -420,21 +423,28 @@ class LogitsClass:
         self.beta = checks.beta(beta)
         self.steps = int(steps)
         self.lr = float(lr)
-        self.adam_betas = tuple(float(b) for b in adam_betas)
-        self.adam_eps = float(adam_eps)
+        self.adam_betas = checks.real_pair("adam_betas", adam_betas, low=0.0, high=1.0, high_open=True)
+        self.adam_eps = checks.real("adam_eps", adam_eps, low=0.0, low_open=True)
         shape = (mdp.n_states, mdp.n_actions)
-        self._m = np.zeros(shape)
-        self._v = np.zeros(shape)
-        self._t = 0
         self._logp = np.empty(shape)
         self._state_weight = np.empty(mdp.n_states)
         self._grad = np.empty(shape)
+        self._reset_adam()
+
+    def _reset_adam(self) -> None:
+        shape = (self.mdp.n_states, self.mdp.n_actions)
+        self._m = np.zeros(shape)
+        self._v = np.zeros(shape)
+        self._t = 0
 
     @property
     def n_params(self) -> int:
         return int(self.mdp.allowed.sum())
 
     def initial_params(self) -> np.ndarray:
+        """θ = 0 (π = π_ref), the first iterate of a run; also resets the Adam moments, so a
+        run never inherits the moments of an earlier run with the same object."""
+        self._reset_adam()
         return np.zeros((self.mdp.n_states, self.mdp.n_actions))
 
     def policy_logp(self, params: np.ndarray) -> np.ndarray:

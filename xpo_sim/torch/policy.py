@@ -60,6 +60,11 @@ __all__ = ["PrefixTree", "TinyTransformerPolicy", "DistillResult", "distill", "w
 
 PRECISIONS = ("fp32", "bf16")
 TABLE_CHUNK = 8192  # maximal prefixes per forward pass of the exact table
+# β range of the transformer's training losses, which run in float32 (max ≈ 3.4e38, smallest
+# normal ≈ 1.2e-38): β·(log-ratio margin) must stay finite for margins up to ~1e8 nats, and β
+# itself a normal float32. Outside it the loss is inf/NaN (β = 1e300 ended in
+# "logp[0, 0] = nan") or β rounds to 0 and nothing is learned.
+FLOAT32_BETA_RANGE = (1e-30, 1e30)
 
 
 def resolve_device(device) -> torch.device:
@@ -281,6 +286,7 @@ class TinyTransformerPolicy(nn.Module):
         if width % heads:
             raise ValueError(f"heads={heads} must divide width={width}")
         checks.positive("init_std", init_std)
+        seed = checks.integer("seed", seed, minimum=0, maximum=2**64 - 1)  # torch.manual_seed's range
         tree = mdp if isinstance(mdp, PrefixTree) else PrefixTree(mdp)
         self.tree = tree
         self.config = dict(width=int(width), depth=int(depth), heads=int(heads),
@@ -395,10 +401,11 @@ class TinyTransformerPolicy(nn.Module):
 
     def as_policy_class(self, mdp: TokenMDP, beta: float, **options):
         """This transformer as the policy class of one :func:`xpo_sim.run` on ``mdp`` (see
-        :class:`xpo_sim.torch.train.TransformerClass` for ``options``)."""
+        :class:`xpo_sim.torch.train.TransformerClass` for ``options``). Raises ValueError
+        for a β outside :data:`FLOAT32_BETA_RANGE` (the float32 losses cannot carry it)."""
         from xpo_sim.torch.train import TransformerClass
 
-        return TransformerClass(self, mdp, beta, **options)
+        return TransformerClass(self, mdp, check_float32_beta(beta), **options)
 
     @torch.no_grad()
     def sample(self, start_states: torch.Tensor, generator: torch.Generator | None = None):
@@ -430,6 +437,16 @@ class TinyTransformerPolicy(nn.Module):
 
 
 # ----------------------------------------------------------------------------- reference
+def check_float32_beta(beta, name: str = "beta") -> float:
+    """β as a float inside :data:`FLOAT32_BETA_RANGE`, or a ValueError naming it."""
+    beta = checks.beta(beta, name)
+    low, high = FLOAT32_BETA_RANGE
+    if not low <= beta <= high:
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}] for the transformer, whose losses run in "
+                         f"float32 (β·margin would overflow, or β round to 0), got {beta!r}")
+    return beta
+
+
 def _check_policy(policy) -> TinyTransformerPolicy:
     if not isinstance(policy, TinyTransformerPolicy):
         raise ValueError(f"policy must be a TinyTransformerPolicy, got {type(policy).__name__}")
