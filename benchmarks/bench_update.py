@@ -1093,10 +1093,20 @@ def main(argv=None):
         parser.error("--adam-steps must be >= 1")
     if not args.adam_seconds > 0:
         parser.error("--adam-seconds must be > 0")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0 (numpy and torch seeds are non-negative), got {args.seed}")
     if args.out is None:
         args.out = "results/bench_update_quick" if quick else "results/bench_update"
+    if args.out == "":
+        parser.error("--out must be a path stem (OUT.md is written), got an empty string")
     out_md = Path(str(args.out) + ".md")
     figures = Path(args.figures) if args.figures is not None else (out_md.parent if quick else Path("figures"))
+    # the output paths, before any part runs (a bad one would otherwise fail after minutes of timing)
+    from xpo_sim.sweep import check_output_file, check_output_folder
+
+    check_output_file(parser, "--out", out_md)
+    figures = check_output_folder(parser, "--figures", args.figures if args.figures is not None else figures)
+    check_output_file(parser, "--figures", figures / "update_scaling.png")
 
     import_torch()
     t_start = time.perf_counter()

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ import xpo_sim  # noqa: E402
 from xpo_sim import XPO, OnlineDPO, envs  # noqa: E402
 from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.plotting import plot_regret_curves  # noqa: E402
+from xpo_sim.sweep import check_output_file, check_output_folder  # noqa: E402
 
 BETA, BATCH = 0.1, 8
 ALGORITHMS = [
@@ -174,8 +176,14 @@ def parse_args(argv=None):
         parser.error("--distill-steps must be >= 0")
     if not 0 < args.eps < 1:
         parser.error("--eps must lie in (0, 1)")
-    if not args.lr > 0:
-        parser.error("--lr must be positive")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a positive finite number, got {args.lr:g}")
+    # the output paths, before any run (a bad one would otherwise fail after minutes of training)
+    out = check_output_folder(parser, "--out", args.out)
+    figures = check_output_folder(parser, "--figures", args.figures)
+    for name in ("results.csv", "summary.csv"):
+        check_output_file(parser, "--out", out / name)
+    check_output_file(parser, "--figures", figures / preset.figure)
     if preset.name in CPU_TABLE_SECONDS and args.device.split(":")[0] == "cpu" and not args.allow_cpu:
         parser.error(cpu_warning(args) + "; use --device cuda, or pass --allow-cpu to run it anyway")
     return parser, args

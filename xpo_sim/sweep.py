@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -63,6 +64,9 @@ __all__ = [
     "make_executor",
     "SchedulerError",
     "check_scheduler_address",
+    "max_workers",
+    "check_output_folder",
+    "check_output_file",
     "parse_sweep_args",
     "run_experiment",
     "print_summary",
@@ -72,6 +76,9 @@ SHARD_DIR = "shards"
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds :func:`make_executor` gives a ``scheduler`` to answer (``--scheduler-timeout``)."""
+
+DEFAULT_WORKER_TIMEOUT = 60.0
+"""Seconds :func:`make_executor` gives a ``scheduler``'s first worker to join (``--worker-timeout``)."""
 
 
 def _canonical(value):
@@ -951,32 +958,58 @@ def _probe_scheduler(address: str, timeout: float) -> None:
                              f"speaking dask's protocol, not a scheduler)")
 
 
+def max_workers() -> int:
+    """The most local worker processes :func:`make_executor` starts: 4 per CPU, at least 32.
+    Each is a process of its own; a CPU-bound sweep gains nothing from many more than the
+    cores, and a pool of thousands exhausts the machine's process table first."""
+    return max(32, 4 * (os.cpu_count() or 1))
+
+
+def _check_workers(name: str, value) -> int:
+    count = checks.integer(name, value, minimum=0)
+    if count > max_workers():
+        raise ValueError(f"{name} must be at most {max_workers()} (4 per CPU of this machine's {os.cpu_count()}, "
+                         f"at least 32): each worker is a process, and a CPU-bound sweep gains nothing from more "
+                         f"processes than cores; got {value!r}")
+    return count
+
+
 @contextlib.contextmanager
 def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: int = 0, *,
-                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Iterator[Executor]:
+                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                  worker_timeout: float = DEFAULT_WORKER_TIMEOUT) -> Iterator[Executor]:
     """The executor a sweep script runs on.
 
     ``scheduler``: address of a running dask.distributed scheduler (``Client(address)``),
     checked by :func:`check_scheduler_address` (``ValueError`` if malformed); before the
     client connects, the address must answer dask's identity request as a scheduler within
     ``connect_timeout`` seconds (plus one second of grace), else :class:`SchedulerError`
-    (a ``RuntimeError``) says what answered, or that nothing did. ``dask_local``: start a
-    local dask cluster with that many single-threaded worker processes; otherwise
-    ``workers`` local processes (0 = one per core, 1 = serial, in this process), each of
-    which exits by itself when this process dies (see :func:`_exit_with_parent`). The dask
-    options need the ``dist`` extra.
+    (a ``RuntimeError``) says what answered, or that nothing did; and at least one worker
+    must have joined it within ``worker_timeout`` seconds, else :class:`SchedulerError`
+    says that none did (a scheduler without workers would otherwise wait forever).
+    ``dask_local``: start a local dask cluster with that many single-threaded worker
+    processes; otherwise ``workers`` local processes (0 = one per core, 1 = serial, in this
+    process), each of which exits by itself when this process dies (see
+    :func:`_exit_with_parent`). ``workers`` and ``dask_local`` are ints in
+    [0, :func:`max_workers`] (``ValueError`` otherwise). The dask options need the ``dist``
+    extra.
     """
-    if scheduler or dask_local:
-        if scheduler:
+    workers = _check_workers("workers", workers)
+    dask_local = _check_workers("dask_local", dask_local)
+    if scheduler is not None and dask_local:
+        raise ValueError("give either scheduler or dask_local, not both")
+    if scheduler is not None or dask_local:
+        if scheduler is not None:
             check_scheduler_address(scheduler)
             connect_timeout = checks.positive("connect_timeout", connect_timeout)
+            worker_timeout = checks.positive("worker_timeout", worker_timeout)
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
             raise RuntimeError(
                 "the dask options need dask.distributed: pip install 'xpo_sim[dist]'"
             ) from None
-        if scheduler:
+        if scheduler is not None:
             _probe_scheduler(scheduler, connect_timeout)
             try:
                 client = Client(scheduler, timeout=connect_timeout)
@@ -984,6 +1017,13 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
                 raise SchedulerError(f"could not connect a dask client to the scheduler at {scheduler!r}: "
                                      f"{type(err).__name__}: {err}") from None
             with client:
+                try:
+                    client.wait_for_workers(1, timeout=worker_timeout)
+                except (TimeoutError, asyncio.TimeoutError):
+                    raise SchedulerError(
+                        f"no dask worker joined the scheduler at {scheduler!r} within {worker_timeout:g} s, so "
+                        f"nothing could run: start workers (dask worker {scheduler}) or allow them more time "
+                        f"(--worker-timeout)") from None
                 yield client.get_executor()
         else:
             with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True,
@@ -1000,17 +1040,25 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
 
 # ----------------------------------------------------------------------------- command line
 
+MAX_SEEDS = 10_000
+"""The most ``--seeds`` a sweep script accepts (each seed adds one run per grid point)."""
+
+_IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
 
 def sweep_cli_arguments(parser, default_out: str) -> None:
     """Add the flags every sweep script shares (see ``experiments/``)."""
     parser.add_argument("--quick", action="store_true", help="a small grid (seconds), for smoke tests")
     parser.add_argument("--out", default=default_out, help=f"folder for result shards and summary.csv (default {default_out})")
     parser.add_argument("--figures", default="figures", help="folder for the PNG figures (default figures/)")
-    parser.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core, 1 = serial)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds (replicates) per grid point")
+    parser.add_argument("--workers", type=int, default=0,
+                        help=f"local worker processes (0 = one per core, 1 = serial; at most {max_workers()})")
+    parser.add_argument("--seeds", type=int, default=None, help=f"seeds (replicates) per grid point (at most {MAX_SEEDS})")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a dask.distributed scheduler at ADDRESS, [tcp://]host:port (needs the dist extra)")
     parser.add_argument("--scheduler-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS",
                         help=f"give up on --scheduler if it has not answered as a dask scheduler after SECONDS (default {DEFAULT_CONNECT_TIMEOUT:g})")
+    parser.add_argument("--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on --scheduler if no worker has joined it after SECONDS (default {DEFAULT_WORKER_TIMEOUT:g})")
     parser.add_argument("--dask-local", type=int, default=0, metavar="N", help="run on a local dask cluster of N worker processes (needs the dist extra)")
     parser.add_argument("--force", action="store_true", help="recompute every run even if its shard exists")
 
@@ -1018,8 +1066,11 @@ def sweep_cli_arguments(parser, default_out: str) -> None:
 def _folder_problem(path: Path) -> str | None:
     """Why ``path`` cannot be used (or created) as an output folder; None if it can. Creates
     nothing: an existing path must be a folder this user may write to, a missing one must
-    have, as its nearest existing ancestor, such a folder."""
+    have, as its nearest existing ancestor, such a folder; a symbolic link must lead
+    somewhere."""
     try:
+        if os.path.islink(path) and not path.exists():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
         if path.exists():
             if not path.is_dir():
                 return "is an existing file, not a folder"
@@ -1028,6 +1079,8 @@ def _folder_problem(path: Path) -> str | None:
             return None
         ancestor = path.absolute().parent
         while not ancestor.exists():
+            if os.path.islink(ancestor):
+                return f"cannot be created: {ancestor} is a symbolic link to a missing target"
             ancestor = ancestor.parent
     except OSError as err:
         return f"cannot be checked ({err.strerror or err})"
@@ -1038,14 +1091,54 @@ def _folder_problem(path: Path) -> str | None:
     return None
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (its folder created if need be); None if it can."""
+    if os.path.islink(path) and not path.exists():
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return "is a folder, so the file cannot be written there"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is a file this user cannot write to"
+    return _folder_problem(path.parent)
+
+
+def check_output_folder(parser, flag: str, value) -> Path:
+    """``value`` of ``flag`` as a usable output folder (see :func:`_folder_problem`), else
+    ``parser.error`` (exit 2): before any work, so that no run is lost to a bad path."""
+    if value is None or str(value) == "":
+        parser.error(f"{flag} must be a folder path, got an empty string (write {flag} . for the current folder)")
+    path = Path(value)
+    problem = _folder_problem(path)
+    if problem is not None:
+        parser.error(f"{flag} {path}: {problem}")
+    return path
+
+
+def check_output_file(parser, flag: str, value) -> Path:
+    """``value`` of ``flag`` as a path a file can be written to (see :func:`_file_problem`),
+    else ``parser.error`` (exit 2)."""
+    if value is None or str(value) == "":
+        parser.error(f"{flag} must be a file path, got an empty string")
+    path = Path(value)
+    problem = _file_problem(path)
+    if problem is not None:
+        parser.error(f"{flag} {path}: {problem}")
+    return path
+
+
 def check_sweep_arguments(parser, args) -> None:
     """Turn nonsense flags into a clean usage error (exit 2, no traceback), before any run:
-    counts out of range, a malformed ``--scheduler`` address (see
-    :func:`check_scheduler_address`), a ``--scheduler-timeout`` that is not a positive
-    number, and an ``--out`` or ``--figures`` that is an existing file or cannot be written
-    or created (``--out``'s ``shards`` folder too, if it exists)."""
+    counts out of range (``--seeds`` in [1, :data:`MAX_SEEDS`], ``--workers`` and
+    ``--dask-local`` in [0, :func:`max_workers`]), a malformed ``--scheduler`` address (see
+    :func:`check_scheduler_address`), a ``--scheduler-timeout`` or ``--worker-timeout`` that
+    is not a positive number, and an ``--out`` or ``--figures`` that is empty, an existing
+    file, a dangling symbolic link, or cannot be written or created (``--out``'s ``shards``
+    folder too, if it exists; ``--out/summary.csv`` must not be a folder, nor any existing
+    image name in ``--figures``, such as ``coverage_queries.png``)."""
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds is not None and args.seeds > MAX_SEEDS:
+        parser.error(f"--seeds must be at most {MAX_SEEDS} (each seed adds a run at every grid point), got {args.seeds}")
     if args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.dask_local < 0:
@@ -1053,34 +1146,84 @@ def check_sweep_arguments(parser, args) -> None:
     if args.scheduler is not None and args.dask_local:
         parser.error("give either --scheduler or --dask-local, not both")
     try:
+        _check_workers("--workers", args.workers)
+        _check_workers("--dask-local", args.dask_local)
         if args.scheduler is not None:
             check_scheduler_address(args.scheduler, "--scheduler")
         checks.positive("--scheduler-timeout", getattr(args, "scheduler_timeout", DEFAULT_CONNECT_TIMEOUT))
+        checks.positive("--worker-timeout", getattr(args, "worker_timeout", DEFAULT_WORKER_TIMEOUT))
     except ValueError as err:
         parser.error(str(err))
-    out, shards = Path(args.out), Path(args.out) / SHARD_DIR
-    for flag, path in (("--out", out), ("--out", shards), ("--figures", Path(args.figures))):
-        if path is shards and not (out.is_dir() and os.path.lexists(shards)):
-            continue  # run_sweep creates it in a usable --out
-        problem = _folder_problem(path)
+    out = check_output_folder(parser, "--out", args.out)
+    figures = check_output_folder(parser, "--figures", args.figures)
+    shards = out / SHARD_DIR
+    if out.is_dir() and os.path.lexists(shards):  # run_sweep creates it in a usable --out
+        problem = _folder_problem(shards)
         if problem is not None:
-            parser.error(f"{flag} {path}: {problem}")
+            parser.error(f"--out {shards}: {problem}")
+    if out.is_dir():
+        check_output_file(parser, "--out", out / "summary.csv")
+    if figures.is_dir():
+        for entry in sorted(figures.iterdir()):
+            if entry.suffix.lower() in _IMAGE_SUFFIXES and entry.is_dir():
+                parser.error(f"--figures {entry}: is a folder, so a figure cannot be written there")
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                 errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EMFILE}
+"""Errors of a file write (disk full, quota, read-only, permissions…) that end a sweep with one line."""
+
+
+def _dask_failure(err: BaseException) -> bool:
+    """Whether ``err`` is how a dask run ends when its scheduler goes away (futures cancelled)."""
+    import concurrent.futures
+
+    return isinstance(err, (concurrent.futures.CancelledError, asyncio.CancelledError)) or \
+        type(err).__name__ in ("FutureCancelledError", "CommClosedError")
 
 
 def execute_sweep(configs: list[RunConfig], args) -> pd.DataFrame:
-    """Run ``configs`` with the executor the flags ask for; on a ``--scheduler`` that does
-    not answer as a dask scheduler, or a missing extra, print the reason and exit 1 (no
-    traceback)."""
+    """Run ``configs`` with the executor the flags ask for. A one-line error and exit 1 (no
+    traceback) for: a ``--scheduler`` that does not answer as a dask scheduler or has no
+    worker, a missing extra, a dask scheduler that died mid-sweep, a shard path that is a
+    folder, and a failed write (disk full, say). In each case the shards already written
+    are complete, and rerunning the same command computes only the rest."""
+    workers = args.workers
+    if workers > 1 and len(configs) >= 2:
+        workers = min(workers, len(configs))  # no idle processes: a pool forks all of them at once
+    out = Path(args.out)
+    dask = args.scheduler is not None or bool(args.dask_local)
+
+    def written() -> int:
+        return sum(1 for c in configs if (out / SHARD_DIR / f"{c.key}.csv").is_file())
+
     try:
-        with make_executor(args.workers, args.scheduler, args.dask_local,
-                           connect_timeout=getattr(args, "scheduler_timeout", DEFAULT_CONNECT_TIMEOUT)) as executor:
+        with make_executor(workers, args.scheduler, args.dask_local,
+                           connect_timeout=getattr(args, "scheduler_timeout", DEFAULT_CONNECT_TIMEOUT),
+                           worker_timeout=getattr(args, "worker_timeout", DEFAULT_WORKER_TIMEOUT)) as executor:
             return run_sweep(configs, args.out, executor, force=args.force)
     except SchedulerError as err:
         print(f"error: --scheduler: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except ShardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except BaseException as err:
+        if dask and _dask_failure(err):
+            where = f"at {args.scheduler!r}" if args.scheduler is not None else "of --dask-local"
+            print(f"error: the dask scheduler {where} went away mid-sweep (its runs were cancelled); {written()} "
+                  f"of {len(configs)} runs' shards are complete on disk: restart the scheduler and rerun the same "
+                  f"command to compute the rest", file=sys.stderr)
+            raise SystemExit(1) from None
+        if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+            print(f"error: could not write the results to --out {out}: {err.strerror or err}"
+                  f"{f' ({err.filename})' if err.filename else ''}; {written()} of {len(configs)} runs' shards are "
+                  f"complete on disk: fix the cause and rerun the same command to compute the rest", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
 
 
 def parse_sweep_args(doc: str, default_out: str, argv=None):
@@ -1096,7 +1239,8 @@ def parse_sweep_args(doc: str, default_out: str, argv=None):
 
 def run_experiment(name: str, configs: list[RunConfig], args, fraction: float = 0.1):
     """Run a sweep script's configs, write ``summary.csv`` to ``--out`` and create the
-    ``--figures`` folder. Returns (rows, per-run table, summary, figures folder)."""
+    ``--figures`` folder. Returns (rows, per-run table, summary, figures folder). A failed
+    write of the summary or of the folder is a one-line error and exit 1."""
     from xpo_sim.analysis import queries_to_threshold, summarize_runs
 
     seeds = len({c.replicate for c in configs})
@@ -1104,9 +1248,14 @@ def run_experiment(name: str, configs: list[RunConfig], args, fraction: float = 
     df = execute_sweep(configs, args)
     per_run = queries_to_threshold(df, fraction=fraction)
     summary = summarize_runs(per_run)
-    summary.to_csv(Path(args.out) / "summary.csv", index=False)
     figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
+    try:
+        summary.to_csv(Path(args.out) / "summary.csv", index=False)
+        figures.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: could not write {err.filename or args.out}: {err.strerror or err} (every run's shard is "
+              f"complete in --out {args.out}: a rerun only rewrites the summary and the figures)", file=sys.stderr)
+        raise SystemExit(1) from None
     return df, per_run, summary, figures
 
 
