@@ -31,8 +31,7 @@ def one_token(*actions):
 
 
 def context(mdp, cls, beta, seed=0, oracle=None):
-    return RoundContext(mdp, beta, np.random.default_rng(seed), oracle or xpo_sim.BradleyTerry(), cls,
-                        keep_history=False)
+    return RoundContext(mdp, beta, np.random.default_rng(seed), oracle or xpo_sim.BradleyTerry(), cls)
 
 
 # ------------------------------------------------------------------------- Inverse-Q*

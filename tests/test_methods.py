@@ -22,8 +22,7 @@ def bandit(rewards, ref_probs):
 
 def context(mdp, beta=0.5, seed=0, oracle=None):
     cls = ImplicitRewardClass(mdp, beta, box=(-5.0, 5.0))
-    return RoundContext(mdp, beta, np.random.default_rng(seed), oracle or BradleyTerry(), cls,
-                        keep_history=False)
+    return RoundContext(mdp, beta, np.random.default_rng(seed), oracle or BradleyTerry(), cls)
 
 
 def test_iterative_dpo_pairs_best_against_worst_of_k_samples():
@@ -102,7 +101,7 @@ def test_selm_bonus_is_alpha_beta_on_an_extra_response_from_the_previous_iterate
     assert algorithm.bonus_weight(1, beta=0.5) == pytest.approx(0.15)
     ctx = context(mdp)
     ctx.begin_round(2)
-    ctx.sampler.iterates.insert(0, np.log(np.array([[1e-12, 1 - 2e-12, 1e-12]])))  # π^{t−1}: token 1
+    ctx.iterates.insert(0, np.log(np.array([[1e-12, 1 - 2e-12, 1e-12]])))  # π^{t−1}: token 1
     algorithm.collect(ctx)
     assert ctx.used == ["current", "current", "previous"]
     a = ctx.data.arrays()
@@ -212,7 +211,7 @@ def test_bad_method_options(make, message):
 
 
 def test_reward_model_methods_refuse_the_logits_class():
-    with pytest.raises(ValueError, match="runs with policy in"):
+    with pytest.raises(ValueError, match="CountUCB needs a reward class.*'logits' class lacks"):
         xpo_sim.run(envs.bandit(3), xpo_sim.CountUCB(), 0.5, 2, policy="logits")
 
 

@@ -24,8 +24,12 @@ XPO "history"  πᵗ                       uniform mix of π¹…πᵗ α·log �
 
 An algorithm config is three hooks — :meth:`Algorithm.collect` (sample, label and store a
 round's data through :class:`xpo_sim.rounds.RoundContext`), :meth:`Algorithm.update` (the
-policy update) and :meth:`Algorithm.reported_logp` (the policy scored) — plus α_t and the
-pair loss. :mod:`xpo_sim.methods` adds the other methods of the literature the same way.
+policy update) and :meth:`Algorithm.reported_logp` (the policy scored) — plus α_t, the
+pair loss, the samplers it draws from (:attr:`Algorithm.samplers`) and what it needs of a
+policy class (:meth:`Algorithm.check_compatible`: capabilities, never class names, so any
+object implementing :class:`xpo_sim.PolicyClass` runs with every algorithm whose needs it
+meets). :mod:`xpo_sim.methods` adds the other methods of the literature the same way; a
+user's algorithm is a subclass defined anywhere.
 """
 
 from __future__ import annotations
@@ -38,13 +42,11 @@ import numpy as np
 
 from xpo_sim import checks
 from xpo_sim.policies import loss_kind
-from xpo_sim.rounds import RoundContext, label_and_store
+from xpo_sim.rounds import RoundContext, get_sampler, label_and_store
 
-__all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "DEFAULT_ALPHA", "XPO_SAMPLERS", "SCHEDULES"]
+__all__ = ["Algorithm", "OfflineDPO", "OnlineDPO", "HybridDPO", "XPO", "DEFAULT_ALPHA", "SCHEDULES"]
 
-XPO_SAMPLERS = ("ref", "current", "history")  # names of xpo_sim.rounds.SAMPLERS that XPO's π̃ may be
 SCHEDULES = ("constant", "inv_sqrt")
-DEFAULT_POLICY_CLASSES = ("implicit", "linear", "logits", "transformer")
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,33 @@ class Algorithm:
     The round loop of :func:`run` calls three hooks, which subclasses may override:
     :meth:`collect` (sample, label and store this round's data), :meth:`update` (the
     policy update) and :meth:`reported_logp` (the policy whose metrics are recorded).
+    Before round 1 it checks :attr:`samplers` (every name registered) and calls
+    :meth:`check_compatible`.
     """
 
     batch: int = field(default=1, kw_only=True)
     loss: str = field(default="dpo", kw_only=True)
     policy_sampler: ClassVar[str] = "current"
     explore_sampler: ClassVar[str] = "ref"
-    policy_classes: ClassVar[tuple[str, ...]] = DEFAULT_POLICY_CLASSES
 
     def __post_init__(self):
         checks.integer("batch", self.batch, minimum=1)
+        checks.responses_fit("batch", self.batch, 2 * self.batch)  # y and ỹ of every pair
         loss_kind(self.loss)  # raises on an unknown loss
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """Every sampler the algorithm draws from (names of :data:`xpo_sim.rounds.SAMPLERS`
+        or ``"package.module:qualname"`` specs); default the ``policy_sampler`` and the
+        ``explore_sampler``. Override it when :meth:`collect` draws from others: drawing
+        from an undeclared sampler is a ValueError, and a run keeps every iterate only
+        when a declared sampler needs the history."""
+        return tuple(dict.fromkeys((self.policy_sampler, self.explore_sampler)))
+
+    def check_compatible(self, policy_class, mdp) -> None:
+        """Raise a ValueError saying what is missing when ``policy_class`` (or ``mdp``)
+        lacks something this algorithm needs. The base algorithms need only the
+        :class:`xpo_sim.PolicyClass` protocol, which :func:`xpo_sim.run` checks itself."""
 
     @property
     def name(self) -> str:
@@ -143,6 +161,7 @@ class OfflineDPO(Algorithm):
         super().__post_init__()
         if self.dataset_size is not None:
             checks.integer("dataset_size", self.dataset_size, minimum=1)
+            checks.responses_fit("dataset_size", self.dataset_size, 2 * self.dataset_size, "the dataset's responses")
 
     def pairs_in_round(self, t: int) -> int:
         return self.batch if self.dataset_size is None else self.dataset_size
@@ -162,7 +181,8 @@ class XPO(Algorithm):
     α = α'·β). ``schedule``: "constant" (α_t = α), "inv_sqrt" (α_t = α/√t, the decay the
     theory's α ∝ 1/√T suggests for an anytime run), or a callable t ↦ α_t.
     ``sampler``: π̃ = "ref" (Algorithm 1), "current" (both responses on-policy, bonus on
-    both), "history" (uniform mixture of the iterates π¹…πᵗ).
+    both), "history" (uniform mixture of the iterates π¹…πᵗ), "previous", or any sampler
+    registered with :func:`xpo_sim.register_sampler` (or named ``"package.module:qualname"``).
     """
 
     alpha: float = DEFAULT_ALPHA
@@ -172,7 +192,10 @@ class XPO(Algorithm):
     def __post_init__(self):
         super().__post_init__()
         checks.nonnegative("alpha", self.alpha)
-        checks.choice("sampler", self.sampler, XPO_SAMPLERS)
+        try:
+            get_sampler(self.sampler)
+        except ValueError as err:
+            raise ValueError(f"sampler: {err}") from None
         if not callable(self.schedule):
             checks.choice("schedule", self.schedule, SCHEDULES)
 
@@ -184,10 +207,12 @@ class XPO(Algorithm):
         if t < 1:
             return float(self.alpha)
         if callable(self.schedule):
-            value = float(self.schedule(t))
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"alpha schedule gave {value!r} at round {t}; it must be finite and >= 0")
-            return value
+            value = self.schedule(t)
+            try:  # a number, not a string float() would coerce
+                return checks.nonnegative(f"schedule({t})", value)
+            except ValueError:
+                raise ValueError(f"schedule gave {value!r} at round {t}: the alpha schedule must return a finite "
+                                 f"number >= 0") from None
         if self.schedule == "inv_sqrt":
             return float(self.alpha) / math.sqrt(t)
         return float(self.alpha)

@@ -5,7 +5,8 @@ Round t = 1, 2, … (π¹ = π_ref):
 1. ``algorithm.collect(ctx)`` draws prompts s₀ ∼ ρ and responses from the samplers of
    :data:`xpo_sim.rounds.SAMPLERS`, labels the pairs with the preference oracle and stores
    them (every algorithm of :mod:`xpo_sim.algorithms` and :mod:`xpo_sim.methods`);
-2. the exact sampling distributions of the round are fed to the concentrability tracker;
+2. the exact tables every response of the round was drawn from (``ctx.drawn_tables()``:
+   the same tables the samplers returned) are fed to the concentrability tracker;
 3. ``algorithm.update(ctx)`` sets the next iterate: for the standard configs
    πᵗ⁺¹ = argmin_π α_t Σ_{explored ỹ} log π(ỹ) + Σ_{pairs} ℓ(π) in the policy class (an exact
    argmin for the reward classes, ``steps`` optimizer steps for the logits class and the
@@ -15,6 +16,11 @@ Round t = 1, 2, … (π¹ = π_ref):
 The policy class is a name of :data:`xpo_sim.policies.POLICY_CLASSES` or an object: one
 implementing :class:`xpo_sim.policies.PolicyClass`, or one that builds such a class for the
 run (``as_policy_class(mdp, beta, **options)``, e.g. :class:`xpo_sim.torch.TinyTransformerPolicy`).
+Whether it runs with the algorithm is decided by what the algorithm needs
+(:meth:`xpo_sim.Algorithm.check_compatible`), never by the class's name; its optional hooks
+(:class:`xpo_sim.policies.PolicyHooks`) take their documented defaults. The first iterate
+is ``policy_logp(initial_params())``, compared once with π_ref: when the two agree to
+1e-12 in every log-probability, π_ref's own table is used (so round 0 is π_ref exactly).
 Arguments are validated here, once; nothing inside the rounds validates them again.
 """
 
@@ -33,17 +39,20 @@ from threadpoolctl import threadpool_limits
 from xpo_sim import checks
 from xpo_sim.algorithms import Algorithm
 from xpo_sim.mdp import TokenMDP
-from xpo_sim.policies import POLICY_CLASSES, make_policy_class
+from xpo_sim.policies import POLICY_CLASSES, check_policy_class, class_name, hook, make_policy_class
 from xpo_sim.preferences import BradleyTerry
 from xpo_sim.recorder import RunRecorder, recorded_rounds
-from xpo_sim.rounds import RoundContext
+from xpo_sim.rounds import RoundContext, get_sampler
 from xpo_sim.solvers import ConvergenceWarning
 from xpo_sim.trajectories import as_generator
 
-__all__ = ["run", "LARGE_INSTANCE"]
+__all__ = ["run", "LARGE_INSTANCE", "SAME_AS_REF_TOL"]
 
 LARGE_INSTANCE = 1_000_000
 """State-action count from which ``progress="auto"`` reports each stage of a run."""
+
+SAME_AS_REF_TOL = 1e-12
+"""Largest |log π¹ − log π_ref| on allowed tokens for which the first iterate is π_ref."""
 
 
 def _check_types(mdp, algorithm) -> None:
@@ -72,9 +81,12 @@ def _build_policy_class(mdp: TokenMDP, beta, policy, options: dict):
         policy_class = make_policy_class(mdp, beta, policy, **options)  # the class validates β
         return policy_class, policy_class.beta
     beta = checks.beta(beta)
-    builder = getattr(policy, "as_policy_class", None)
-    policy_class = builder(mdp, beta, **options) if builder is not None else make_policy_class(mdp, beta, policy,
-                                                                                               **options)
+    builder = None if isinstance(policy, type) else getattr(policy, "as_policy_class", None)
+    if builder is not None:
+        policy_class = builder(mdp, beta, **options)
+        check_policy_class(policy_class)
+    else:
+        policy_class = make_policy_class(mdp, beta, policy, **options)
     own_beta = getattr(policy_class, "beta", None)
     if own_beta is not None and not math.isclose(own_beta, beta, rel_tol=1e-12):
         raise ValueError(f"the policy object was built for beta={own_beta}, but the run was given beta={beta}")
@@ -82,6 +94,55 @@ def _build_policy_class(mdp: TokenMDP, beta, policy, options: dict):
     if own_mdp is not None and own_mdp is not mdp:
         raise ValueError("the policy object was built for another TokenMDP than the one given to run")
     return policy_class, beta
+
+
+def _first_table(mdp: TokenMDP, policy_class) -> np.ndarray:
+    """The exact table of the first iterate, checked once; π_ref's own table when it is π_ref."""
+    try:
+        first = mdp.check_policy(policy_class.policy_logp(policy_class.initial_params()))
+    except ValueError as err:
+        raise ValueError(f"the {class_name(policy_class)!r} class's first iterate policy_logp(initial_params()) "
+                         f"is not a policy of this instance: {err}") from None
+    allowed = mdp.allowed
+    if np.array_equal(first > -np.inf, allowed) and (
+            not allowed.any() or float(np.max(np.abs(first[allowed] - mdp.ref_logp[allowed]))) <= SAME_AS_REF_TOL):
+        return np.array(mdp.ref_logp)
+    return first
+
+
+class _DrawLogProbs:
+    """log μ(τ|s₀) over the tracker's enumerated trajectories of what a round drew from:
+    one table, or a uniform mixture (the history), whose running log-sum is extended when
+    the mixture grows by new components (so the history costs one table per round)."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+        self._round: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(table) → (table, log-probs)
+        self._mixture: tuple[tuple, np.ndarray | None] = ((), None)  # (components, Σ exp log-probs, as a log)
+
+    def new_round(self) -> None:
+        self._round = {}
+
+    def _single(self, table: np.ndarray) -> np.ndarray:
+        hit = self._round.get(id(table))
+        if hit is None or hit[0] is not table:
+            hit = (table, self.tracker.policy_logp(table))
+            self._round[id(table)] = hit
+        return hit[1]
+
+    def __call__(self, tables) -> np.ndarray:
+        if isinstance(tables, np.ndarray):
+            return self._single(tables)
+        known, total = self._mixture
+        start = len(known) if total is not None and len(tables) >= len(known) and all(
+            a is b for a, b in zip(tables, known)) else 0
+        if start == 0:
+            total = None
+        for table in tables[start:]:
+            logp = self._single(table)
+            total = logp if total is None else np.logaddexp(total, logp)
+        self._mixture = (tuple(tables), total)
+        return total - math.log(len(tables))
 
 
 class _Progress:
@@ -180,17 +241,17 @@ def run(
     rounds = algorithm.total_rounds(checks.integer("rounds", rounds, minimum=1))
     eval_every = checks.integer("eval_every", eval_every, minimum=1)
     max_enumerate = checks.integer("max_enumerate", max_enumerate, minimum=0)
-    if policy_class.name not in algorithm.policy_classes:
-        reason = getattr(algorithm, "policy_class_reason", "")
-        raise ValueError(f"{algorithm.name} runs with policy in {algorithm.policy_classes}, not "
-                         f"{policy_class.name!r}{': ' + reason if reason else ''}")
+    for name in algorithm.samplers:  # every declared sampler exists (ValueError naming an unknown one)
+        get_sampler(name)
+    algorithm.check_compatible(policy_class, mdp)
     recorded = recorded_rounds(record, rounds, eval_every)
     rng = as_generator(seed)
     oracle = BradleyTerry() if oracle is None else oracle
-    if not callable(getattr(oracle, "prefer", None)):
-        raise ValueError(f"oracle must be a preference oracle with prefer(r_a, r_b, rng) "
+    if isinstance(oracle, type) or not callable(getattr(oracle, "prefer", None)):
+        raise ValueError(f"oracle must be a preference oracle object with prefer(r_a, r_b, rng) "
                          f"(e.g. xpo_sim.BradleyTerry()), got {oracle!r}")
-    start_run = getattr(policy_class, "start_run", None)
+    first_logp = _first_table(mdp, policy_class)
+    start_run = hook(policy_class, "start_run")
     if start_run is not None:
         start_run(rng)  # e.g. the transformer seeds its torch generator from the run's stream
 
@@ -199,10 +260,11 @@ def run(
     progress.stage("solving the optimum π* exactly")
     recorder = RunRecorder(mdp, beta, algorithm.name, recorded, max_enumerate)
     tracker = recorder.tracker
-    ctx = RoundContext(mdp, beta, rng, oracle, policy_class, keep_history=algorithm.explore_sampler == "history")
-    every_round = getattr(policy_class, "exact_every_round", True)
-    history_log_sum = log_previous = log_ref = None  # trajectory log-probs of Σ_i πⁱ, π^{t−1}, π_ref
-    solve_results = getattr(policy_class, "solve_results", None)  # exact classes report each solve
+    every_round = hook(policy_class, "exact_every_round")
+    ctx = RoundContext(mdp, beta, rng, oracle, policy_class, algorithm.samplers, first_logp=first_logp,
+                       keep_tables=every_round or tracker.enabled)
+    draw_logp = _DrawLogProbs(tracker)
+    solve_results = hook(policy_class, "solve_results")  # exact classes report each solve
     stopped_short: list[int] = []
 
     progress.stage("round 0 (π_ref) scored; running the rounds")
@@ -216,22 +278,9 @@ def run(
                 algorithm.collect(ctx)
 
                 if tracker.enabled:
-                    log_current = tracker.policy_logp(ctx.logp)
-                    history_log_sum = (log_current if history_log_sum is None
-                                       else np.logaddexp(history_log_sum, log_current))
-                    for name in ctx.used:
-                        if isinstance(name, np.ndarray):  # a table the algorithm sampled directly
-                            tracker.add(tracker.policy_logp(name))
-                        elif name == "history":
-                            tracker.add(history_log_sum - math.log(t))
-                        elif name == "current":
-                            tracker.add(log_current)
-                        elif name == "previous":
-                            tracker.add(log_current if log_previous is None else log_previous)
-                        else:
-                            log_ref = tracker.policy_logp(mdp.ref_logp) if log_ref is None else log_ref
-                            tracker.add(log_ref)
-                    log_previous = log_current
+                    draw_logp.new_round()
+                    for tables in ctx.drawn_tables():
+                        tracker.add(draw_logp(tables))
 
                 ctx.bonus = algorithm.bonus_weight(t, beta)
                 if solve_results is not None:
@@ -246,7 +295,7 @@ def run(
                         if len(stopped_short) == 1:
                             r = short[0]
                             warnings.warn(
-                                f"{algorithm.name}, round {t}: the {policy_class.name} class's update stopped short "
+                                f"{algorithm.name}, round {t}: the {class_name(policy_class)} class's update stopped short "
                                 f"of its tolerance ({r.message}; projected gradient {r.projected_gradient:.2e}, "
                                 f"predicted decrease {r.predicted_decrease:.2e}); the 'converged' column marks "
                                 f"such rounds", ConvergenceWarning, stacklevel=2)
@@ -264,8 +313,8 @@ def run(
                       ConvergenceWarning, stacklevel=2)
 
     df = recorder.frame()
-    df.attrs.update(seconds=time.perf_counter() - started, policy=policy_class.name)
-    extra = getattr(policy_class, "run_attrs", None)
+    df.attrs.update(seconds=time.perf_counter() - started, policy=class_name(policy_class))
+    extra = hook(policy_class, "run_attrs")
     if extra is not None:
         df.attrs.update(extra())
     return df

@@ -54,7 +54,8 @@ from xpo_sim import checks
 from xpo_sim.algorithms import Algorithm, HybridDPO, OfflineDPO, OnlineDPO
 from xpo_sim.rounds import RoundContext, label_and_store, store_pairs
 from xpo_sim.mdp import TokenMDP
-from xpo_sim.policies import LogitsClass, RewardClass
+from xpo_sim.policies import LogitsClass, RewardClass, class_name, hook, missing_reward_members
+from xpo_sim.preferences import best_and_worst
 from xpo_sim.soft import evaluate
 from xpo_sim.trajectories import sample_trajectories, trajectory_reward
 
@@ -67,7 +68,7 @@ def _best_and_worst_of_k(ctx: RoundContext, n: int, k: int):
     the (best, worst) response of each prompt, as two batches."""
     samples = ctx.sample("current", ctx.prompts(n), per_prompt=k)
     reward = trajectory_reward(ctx.mdp, samples).reshape(n, k)
-    best, worst = ctx.oracle.best_and_worst(reward, ctx.rng)
+    best, worst = best_and_worst(ctx.oracle, reward, ctx.rng)
     rows = np.arange(n) * k
     return samples.take(rows + best), samples.take(rows + worst)
 
@@ -85,6 +86,8 @@ class IterativeDPO(Algorithm):
     def __post_init__(self):
         super().__post_init__()
         checks.integer("k", self.k, minimum=2)  # best against worst
+        checks.responses_fit("k", self.k, self.batch * self.k)
+        checks.boolean("accumulate", self.accumulate)
 
     def collect(self, ctx: RoundContext) -> None:
         best, worst = _best_and_worst_of_k(ctx, self.pairs_in_round(ctx.t), self.k)
@@ -121,6 +124,10 @@ class SELM(OnlineDPO):
     def __post_init__(self):
         super().__post_init__()
         checks.nonnegative("alpha", self.alpha)
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return ("current", "previous")
 
     def alpha_at(self, t: int) -> float:
         return float(self.alpha)
@@ -182,14 +189,26 @@ _NEEDS_REWARD_TABLE = ("it fits an explicit reward model r̂ = Fθ (a reward cla
                        "the logits class and the transformer parametrize a policy, not a reward table")
 
 
+def _require_reward_class(algorithm: str, policy_class, why: str) -> None:
+    """ValueError naming what ``policy_class`` lacks of :class:`RewardClass`, and why."""
+    missing = missing_reward_members(policy_class)
+    if missing:
+        raise ValueError(f"{algorithm} needs a reward class (xpo_sim.policies.RewardClass, e.g. policy='implicit' "
+                         f"or 'linear'), but the {class_name(policy_class)!r} class lacks {missing}: {why}")
+
+
+def _require_enumerable(algorithm: str, mdp: TokenMDP, max_enumerate: int, why: str) -> None:
+    if mdp.n_trajectories > max_enumerate:
+        raise ValueError(f"{algorithm} needs an instance whose responses can be enumerated: this one has "
+                         f"{mdp.n_trajectories} responses, more than max_enumerate={max_enumerate} ({why})")
+
+
 class _RewardModel:
     """Bradley–Terry maximum likelihood over the run's box-bounded reward class (a reward
     class's objective with α = 0 is exactly the BT negative log-likelihood of r̂_θ)."""
 
     def __init__(self, cls: RewardClass, algorithm: str):
-        if not isinstance(cls, RewardClass):
-            raise ValueError(f"{algorithm} needs a reward class (implicit or linear) for its reward model, "
-                             f"got the {cls.name!r} class")
+        _require_reward_class(algorithm, cls, _NEEDS_REWARD_TABLE)
         self.cls = cls
         self.params = self.cls.initial_params()
 
@@ -224,8 +243,6 @@ class RLHF(Algorithm):
     ppo_epochs: int = 8
     clip: float = 0.2
     lr: float = 0.1
-    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
-    policy_class_reason: ClassVar[str] = _NEEDS_REWARD_TABLE
 
     def __post_init__(self):
         super().__post_init__()
@@ -239,6 +256,9 @@ class RLHF(Algorithm):
     @property
     def explore_sampler(self) -> str:  # type: ignore[override]
         return self.sampler
+
+    def check_compatible(self, policy_class, mdp) -> None:
+        _require_reward_class(self.name, policy_class, _NEEDS_REWARD_TABLE)
 
     def _reward_model(self, ctx: RoundContext) -> _RewardModel:
         if "reward_model" not in ctx.state:
@@ -296,12 +316,13 @@ class CountUCB(Algorithm):
     to the box), then the exact soft-optimal policy; pairs are (πᵗ, π_ref)."""
 
     c: float = 0.5
-    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
-    policy_class_reason: ClassVar[str] = _NEEDS_REWARD_TABLE
 
     def __post_init__(self):
         super().__post_init__()
         checks.nonnegative("c", self.c)
+
+    def check_compatible(self, policy_class, mdp) -> None:
+        _require_reward_class(self.name, policy_class, _NEEDS_REWARD_TABLE)
 
     def update(self, ctx: RoundContext) -> None:
         if "reward_model" not in ctx.state:
@@ -401,18 +422,13 @@ class InverseQStar(Algorithm):
     k: int = 4
     tilt: float = 1.0
     accumulate: bool = False
-    policy_classes: ClassVar[tuple[str, ...]] = ("logits",)
-    policy_class_reason: ClassVar[str] = (
-        "its iterate is the per-state table π̂* (the exact optimum of its dense reward), which the logits class "
-        "represents exactly; a reward class with shared or terminal-only parameters cannot in general"
-    )
 
     def __post_init__(self):
         super().__post_init__()
         checks.integer("k", self.k, minimum=2)
+        checks.responses_fit("k", self.k, self.batch * self.k)
         checks.positive("tilt", self.tilt)
-        if not isinstance(self.accumulate, (bool, np.bool_)):
-            raise ValueError(f"accumulate must be True or False, got {self.accumulate!r}")
+        checks.boolean("accumulate", self.accumulate)
 
     def collect(self, ctx: RoundContext) -> None:
         good, worst = _best_and_worst_of_k(ctx, self.pairs_in_round(ctx.t), self.k)
@@ -429,8 +445,17 @@ class InverseQStar(Algorithm):
         logp = conditioned_policy(ctx.mdp.ref_logp, ctx.state["good_counts"], self.tilt, ctx.beta)
         return np.where(ctx.mdp.allowed, ctx.beta * (logp - np.where(ctx.mdp.allowed, ctx.mdp.ref_logp, 0.0)), 0.0)
 
+    def check_compatible(self, policy_class, mdp) -> None:
+        if hook(policy_class, "from_logp") is None:
+            raise ValueError(
+                f"{self.name} needs a policy class that represents every per-state table exactly (a from_logp "
+                f"hook, as policy='logits' has), but the {class_name(policy_class)!r} class has none: its "
+                f"iterate is the per-state table π̂* (the exact optimum of its dense reward); a reward class with "
+                f"shared or terminal-only parameters cannot represent it in general")
+
     def update(self, ctx: RoundContext) -> None:
-        ctx.params = self.dense_reward(ctx) / ctx.beta  # logits-class θ = log π̂* − log π_ref
+        logp = conditioned_policy(ctx.mdp.ref_logp, ctx.state["good_counts"], self.tilt, ctx.beta)
+        ctx.params = ctx.policy_class.from_logp(logp)
 
 
 # ----------------------------------------------------------------------------- SE-POPO
@@ -567,10 +592,6 @@ class SEPOPO(Algorithm):
     schedule: str = "constant"
     epoch_rounds: int = 25
     max_enumerate: int = 100_000
-    policy_classes: ClassVar[tuple[str, ...]] = ("implicit", "linear")
-    policy_class_reason: ClassVar[str] = (
-        "its incentive E_{y∼π_θ} σ(r̂_θ(y) − r̂_θ(ỹ)) is computed exactly through the reward r̂_θ of a reward class"
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -578,6 +599,11 @@ class SEPOPO(Algorithm):
         checks.choice("schedule", self.schedule, SEPOPO_SCHEDULES)
         checks.integer("epoch_rounds", self.epoch_rounds, minimum=1)
         checks.integer("max_enumerate", self.max_enumerate, minimum=1)
+
+    def check_compatible(self, policy_class, mdp) -> None:
+        why = "its incentive E_{y∼π_θ} σ(r̂_θ(y) − r̂_θ(ỹ)) is computed exactly through the reward r̂_θ"
+        _require_reward_class(self.name, policy_class, why)
+        _require_enumerable(self.name, mdp, self.max_enumerate, why)
 
     def alpha_at(self, t: int) -> float:
         if self.schedule == "inv_sqrt" and t >= 1:
@@ -723,14 +749,19 @@ class VPO(Algorithm):
         checks.integer("max_enumerate", self.max_enumerate, minimum=1)
 
     @property
-    def policy_classes(self) -> tuple[str, ...]:  # type: ignore[override]
-        if self.expectation == "exact":
-            return ("implicit", "linear", "logits")
-        return Algorithm.policy_classes
+    def samplers(self) -> tuple[str, ...]:
+        return ("current",) if self.expectation == "exact" else ("current", "ref")
 
-    @property
-    def policy_class_reason(self) -> str:
-        return "the exact calibration expectation enters the class's objective as aggregated data"
+    def check_compatible(self, policy_class, mdp) -> None:
+        if self.expectation != "exact":
+            return
+        if not hook(policy_class, "aggregated_data"):
+            raise ValueError(
+                f"VPO(expectation='exact') needs a policy class that reads its data only through data.arrays() "
+                f"(aggregated_data = True, as the implicit, linear and logits classes do), but the "
+                f"{class_name(policy_class)!r} class does not: the exact calibration expectation enters the "
+                f"class's objective as aggregated data; use expectation='sampled'")
+        _require_enumerable(self.name, mdp, self.max_enumerate, "the exact calibration expectation enumerates them")
 
     def alpha_at(self, t: int) -> float:
         if self.schedule == "sqrt" and t >= 1:

@@ -54,8 +54,8 @@ from xpo_sim.data import PreferenceData
 from xpo_sim import checks
 from xpo_sim.mdp import TokenMDP, as_feature_matrix
 
-__all__ = ["PolicyClass", "RewardClass", "ImplicitRewardClass", "LinearRewardClass", "LogitsClass",
-           "POLICY_CLASSES", "make_policy_class"]
+__all__ = ["PolicyClass", "PolicyHooks", "RewardClass", "ImplicitRewardClass", "LinearRewardClass", "LogitsClass",
+           "POLICY_CLASSES", "HOOK_DEFAULTS", "make_policy_class", "check_policy_class", "hook", "missing_reward_members"]
 
 
 LOSS_KINDS = {"dpo": _kernels.LOSS_DPO, "ipo": _kernels.LOSS_IPO, "ln_dpo": _kernels.LOSS_LN_DPO}
@@ -81,13 +81,24 @@ def _objective_data(data: PreferenceData, alpha: float) -> dict[str, np.ndarray]
 
 @runtime_checkable
 class PolicyClass(Protocol):
-    """What the round loop needs of a policy class.
+    """What the round loop needs of a policy class: three methods (and, optionally, more).
 
-    ``name`` identifies the class (algorithms list the names they run with);
-    ``initial_params()`` is the first iterate (π_ref where the class contains it);
-    ``policy_logp(params)`` the (S, A) table of log π(a|s); ``objective(params, data,
-    alpha, loss)`` the round objective L and ∂L/∂params; ``update(params, data, alpha,
-    loss)`` the next parameters (an exact argmin or a few optimizer steps).
+    Required:
+
+    * ``initial_params()`` — the first iterate's parameters (π_ref where the class contains
+      it; the loop computes whether it is π_ref, it does not assume it);
+    * ``policy_logp(params)`` — the exact (S, A) table of log π(a|s) (−inf on tokens π_ref
+      disallows), which every metric scores;
+    * ``update(params, data, alpha, loss)`` — the next parameters given all the data so far
+      (an exact argmin or a few optimizer steps), minimizing
+      Σ_pairs ℓ(π) + α Σ_explored log π(ỹ) with the pair loss ``loss`` ("dpo", "ipo",
+      "ln_dpo").
+
+    Expected by some algorithms: ``objective(params, data, alpha, loss)`` → (L, ∂L/∂params)
+    (SE-POPO adds its incentive to it); ``n_params``; ``name`` (defaults to the type's
+    name in messages and ``df.attrs["policy"]``). A class that fits a reward model
+    implements :class:`RewardClass`. Optional hooks, each with its default, are listed on
+    :class:`PolicyHooks`; :func:`check_policy_class` says what an object lacks.
     """
 
     name: str
@@ -104,6 +115,83 @@ class PolicyClass(Protocol):
 
     def update(self, params: np.ndarray, data: PreferenceData, alpha: float,
                loss: str = "dpo") -> np.ndarray: ...
+
+
+class PolicyHooks(Protocol):
+    """The optional hooks of a policy class, read by :func:`xpo_sim.run` through
+    :func:`hook`; each is looked up on the class and, when absent, takes the default of
+    :data:`HOOK_DEFAULTS`.
+
+    ``exact_every_round`` (default True)
+        Whether the exact table is cheap enough to score every round. False (the
+        transformer): only the recorded rounds are scored, so ``best_regret`` is the best
+        over the rows.
+    ``aggregated_data`` (default False)
+        Whether ``update`` and ``objective`` read the data only through
+        ``data.arrays()`` and ``data.n_pairs`` (pairs and explored responses as weighted
+        counts), so that an algorithm may hand them a weighted view of the data (VPO's
+        exact expectation). True for the built-in table classes.
+    ``solve_results`` (default None)
+        A list the class appends one :class:`xpo_sim.solvers.SolveResult` to per exact
+        update; the loop clears it each round and fills the ``converged`` column from it.
+    ``start_run(rng)`` (default: nothing)
+        Called once before round 1 with the run's ``numpy.random.Generator`` (e.g. to seed
+        a torch generator from it).
+    ``make_sampler(ctx, keep_history)`` (default: sample from exact tables)
+        An object drawing the built-in samplers itself (``names``: the sampler names it
+        draws, default the four built-ins; ``begin_round()`` at the start of each round;
+        ``sample(name, prompts)`` → a :class:`xpo_sim.TrajectoryBatch`, one response per
+        prompt, from the same distribution as the sampler's tables). ``keep_history``: a
+        declared sampler needs every iterate.
+    ``run_attrs()`` (default: nothing)
+        A dict merged into the returned DataFrame's ``attrs``.
+    ``from_logp(logp)`` (default: absent)
+        The parameters of an arbitrary per-state policy table: a class that can represent
+        every policy exactly (the logits class) provides it; Inverse-Q* needs it.
+    """
+
+    exact_every_round: bool
+    aggregated_data: bool
+    solve_results: list | None
+
+    def start_run(self, rng: np.random.Generator) -> None: ...
+
+    def make_sampler(self, ctx, keep_history: bool): ...
+
+    def run_attrs(self) -> dict: ...
+
+    def from_logp(self, logp: np.ndarray): ...
+
+
+HOOK_DEFAULTS: dict = dict(exact_every_round=True, aggregated_data=False, solve_results=None, start_run=None,
+                           make_sampler=None, run_attrs=None, from_logp=None)
+"""The value of each optional hook of :class:`PolicyHooks` for a class that lacks it."""
+
+REQUIRED_METHODS = ("initial_params", "policy_logp", "update")
+
+
+def hook(policy_class, name: str):
+    """The optional hook ``name`` of ``policy_class`` (:class:`PolicyHooks`), or its default."""
+    return getattr(policy_class, name, HOOK_DEFAULTS[name])
+
+
+def class_name(policy_class) -> str:
+    """The policy class's ``name``, or its type's name when it has none."""
+    name = getattr(policy_class, "name", None)
+    return name if isinstance(name, str) and name else type(policy_class).__name__
+
+
+def check_policy_class(policy) -> None:
+    """ValueError unless ``policy`` is an object with the required methods of
+    :class:`PolicyClass` (a class itself, rather than an instance, is refused with a hint)."""
+    if isinstance(policy, type):
+        raise ValueError(f"policy is the class {policy.__name__} itself; pass an instance built for the run's "
+                         f"instance and β (e.g. {policy.__name__}(mdp, beta, ...)) or a class name such as "
+                         f"'implicit'")
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(policy, m, None))]
+    if missing:
+        raise ValueError(f"policy {policy!r} is not a policy class: it lacks {missing} (see "
+                         f"xpo_sim.policies.PolicyClass)")
 
 
 @runtime_checkable
@@ -125,6 +213,14 @@ class RewardClass(PolicyClass, Protocol):
     def contract(self, table: np.ndarray) -> np.ndarray: ...
 
     def project(self, params: np.ndarray) -> np.ndarray: ...
+
+
+REWARD_MEMBERS = ("box", "features", "reward_table", "contract", "project", "objective", "initial_params", "update")
+
+
+def missing_reward_members(policy) -> list[str]:
+    """The members of :class:`RewardClass` that ``policy`` lacks (empty: it is a reward class)."""
+    return [m for m in REWARD_MEMBERS if getattr(policy, m, None) is None]
 
 
 SOLVERS = ("newton", "lbfgsb")
@@ -152,6 +248,7 @@ class _LinearRewardBase:
         self.max_iter = (checks.integer("max_iter", max_iter, minimum=1) if max_iter is not None
                          else (200 if solver == "newton" else 2000))
         self.solve_results: list = []
+        self.aggregated_data = True  # update/objective read data.arrays() only
         shape = (mdp.n_states, mdp.n_actions)
         self._work = dict(
             q_work=np.empty(shape), v_work=np.empty(mdp.n_states), logp_work=np.empty(shape),
@@ -414,6 +511,7 @@ class LogitsClass:
     """
 
     name = "logits"
+    aggregated_data = True  # update/objective read data.arrays() only
 
     def __init__(self, mdp: TokenMDP, beta: float, *, steps: int = 20, lr: float = 0.1,
                  adam_betas=(0.9, 0.999), adam_eps: float = 1e-8):
@@ -446,6 +544,12 @@ class LogitsClass:
         run never inherits the moments of an earlier run with the same object."""
         self._reset_adam()
         return np.zeros((self.mdp.n_states, self.mdp.n_actions))
+
+    def from_logp(self, logp: np.ndarray) -> np.ndarray:
+        """θ = log π − log π_ref on allowed tokens (0 elsewhere): the class holds every
+        per-state policy exactly (``policy_logp(from_logp(logp))`` is ``logp``)."""
+        allowed = self.mdp.allowed
+        return np.where(allowed, np.asarray(logp, dtype=np.float64) - np.where(allowed, self.mdp.ref_logp, 0.0), 0.0)
 
     def policy_logp(self, params: np.ndarray) -> np.ndarray:
         out = np.empty((self.mdp.n_states, self.mdp.n_actions))
@@ -500,9 +604,7 @@ def make_policy_class(mdp: TokenMDP, beta: float, policy="implicit", **options) 
             raise ValueError(f"unknown policy class {policy!r}: expected one of {sorted(POLICY_CLASSES)} "
                              f"or a PolicyClass object") from None
         return cls(mdp, beta, **options)
-    if not isinstance(policy, PolicyClass):
-        raise ValueError(f"policy must be a class name {sorted(POLICY_CLASSES)} or an object implementing "
-                         f"xpo_sim.policies.PolicyClass, got {policy!r}")
+    check_policy_class(policy)
     if options:
         raise ValueError(f"policy options {sorted(options)} go with a class name, not a policy object")
     return policy

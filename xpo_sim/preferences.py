@@ -8,7 +8,14 @@ that broadcast together, one entry per comparison):
   drawn from that probability with a ``numpy.random.Generator`` (or an int seed), so the
   same seed gives the same labels;
 * ``oracle.best_and_worst(rewards, rng)`` — for k responses per prompt (rows of an (n, k)
-  array), the indices of the top- and bottom-ranked response (iterative DPO).
+  array), the indices of the top- and bottom-ranked response (iterative DPO, Inverse-Q*).
+  Optional: for an oracle without it, :func:`best_and_worst` ranks the k responses by a
+  round robin of ``prefer`` (each of the k(k−1)/2 pairs labelled once; most wins first,
+  ties in wins broken uniformly at random).
+
+A user's oracle needs only ``prefer`` (and ``prob`` where the exact label probability is
+wanted); what it returns is checked where the loop reads it (:func:`preferred`,
+:func:`best_and_worst`): one 0/1 (or bool) label per comparison, indices in [0, k).
 
 Oracles:
 
@@ -37,7 +44,7 @@ from scipy.special import expit
 from xpo_sim import checks
 from xpo_sim.trajectories import as_generator
 
-__all__ = ["PreferenceOracle", "BradleyTerry", "Argmax"]
+__all__ = ["PreferenceOracle", "BradleyTerry", "Argmax", "preferred", "best_and_worst"]
 
 
 @runtime_checkable
@@ -51,6 +58,75 @@ class PreferenceOracle(Protocol):
     def prefer(self, reward_a, reward_b, rng) -> np.ndarray:
         """Bool labels, True where a is preferred, drawn with ``rng``."""
         ...
+
+    # optional: best_and_worst(rewards, rng) -> (best, worst) index arrays; default
+    # :func:`best_and_worst`'s round robin of ``prefer``
+
+
+def preferred(oracle, reward_a: np.ndarray, reward_b: np.ndarray, rng) -> np.ndarray:
+    """``oracle.prefer(reward_a, reward_b, rng)`` for 1-d reward arrays of one length n, as
+    a bool array of shape (n,); ValueError naming the oracle when it returns anything else
+    (another shape, NaN, values other than 0/1)."""
+    labels = np.asarray(oracle.prefer(reward_a, reward_b, rng))
+    n = np.shape(reward_a)[0]
+    name = type(oracle).__name__
+    if labels.shape != (n,):
+        raise ValueError(f"oracle {name}.prefer returned shape {labels.shape} for {n} comparisons; it must "
+                         f"return one label per comparison")
+    if labels.dtype != np.bool_:
+        numeric = np.issubdtype(labels.dtype, np.number) and not np.issubdtype(labels.dtype, np.complexfloating)
+        if not numeric or not np.isin(labels, (0, 1)).all():
+            shown = labels[~np.isin(labels, (0, 1))][:3] if numeric else labels.dtype
+            raise ValueError(f"oracle {name}.prefer must return bools or 0/1 (True where a is preferred), got "
+                             f"{shown}")
+        labels = labels == 1
+    return labels
+
+
+def _round_robin(oracle, rows: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Rank each row of k rewards by a round robin of ``preferred``: most wins first."""
+    n, k = rows.shape
+    first, second = np.triu_indices(k, 1)
+    a = rows[:, first].ravel()
+    b = rows[:, second].ravel()
+    a_wins = preferred(oracle, a, b, rng).reshape(n, -1)
+    wins = np.zeros((n, k))
+    np.add.at(wins, (slice(None), first), a_wins)
+    np.add.at(wins, (slice(None), second), ~a_wins)
+    keys = as_generator(rng).random(rows.shape)  # ties in wins: a uniformly random order
+    order = np.lexsort((keys, wins), axis=1)
+    return order[:, -1], order[:, 0]
+
+
+def best_and_worst(oracle, rewards, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The indices (best, worst) of the top- and bottom-ranked response in each row of
+    ``rewards`` (n, k): ``oracle.best_and_worst`` where the oracle has it, else a round
+    robin of ``oracle.prefer`` (every pair of a row labelled once; the most wins ranks
+    first, the fewest last, ties broken uniformly at random). What the oracle returns is
+    checked: two int arrays of shape (n,) with entries in [0, k), best ≠ worst."""
+    rows = _reward_rows(rewards)
+    own = getattr(oracle, "best_and_worst", None)
+    if own is None:
+        return _round_robin(oracle, rows, rng)
+    n, k = rows.shape
+    name = type(oracle).__name__
+    try:
+        best, worst = own(rows, rng)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ValueError) and "unpack" not in str(err):
+            raise
+        raise ValueError(f"oracle {name}.best_and_worst must return two index arrays (best, worst)") from None
+    out = []
+    for what, index in (("best", best), ("worst", worst)):
+        index = np.asarray(index)
+        if (index.shape != (n,) or not np.issubdtype(index.dtype, np.integer) or index.size
+                and (index.min() < 0 or index.max() >= k)):
+            raise ValueError(f"oracle {name}.best_and_worst returned {what} indices of shape {index.shape} and "
+                             f"dtype {index.dtype}; expected {n} ints in [0, {k})")
+        out.append(index.astype(np.int64, copy=False))
+    if (out[0] == out[1]).any():
+        raise ValueError(f"oracle {name}.best_and_worst returned the same response as best and worst")
+    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------- helpers

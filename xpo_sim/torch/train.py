@@ -31,8 +31,9 @@ labelling, the data, the exact metrics, the concentrability tracker).
 * ``precision="bf16"`` autocasts the training forward passes to bfloat16 (for a GPU);
   parameters, gradients and Adam stay float32 and the exact table is never autocast.
 
-Methods that need an explicit reward table (RLHF, count-based UCB) do not run with the
-transformer; :func:`xpo_sim.run` says so. Reproducibility: on CPU the same seeds give the
+Methods that need an explicit reward table (RLHF, count-based UCB, SE-POPO), an exact
+per-state table as the iterate (Inverse-Q*) or aggregated data (exact VPO) do not run with
+the transformer; :func:`xpo_sim.run` says what is missing. Reproducibility: on CPU the same seeds give the
 same DataFrame; on CUDA up to the nondeterminism of some GPU kernels. Memory: the "history"
 sampler keeps one CPU copy of the parameters per round (about 1.4 MB at the default size).
 
@@ -81,7 +82,10 @@ def _snapshot(policy: TinyTransformerPolicy) -> dict[str, torch.Tensor]:
 
 
 class _TransformerSampler:
-    """The samplers of :data:`xpo_sim.rounds.SAMPLERS`, drawn from the networks on the device."""
+    """The built-in samplers of :data:`xpo_sim.rounds.SAMPLERS`, drawn from the networks on
+    the device (any other sampler is drawn by the loop from its exact tables)."""
+
+    names = ("ref", "current", "previous", "history")
 
     def __init__(self, cls: "TransformerClass", ctx, keep_history: bool):
         self.cls, self.ctx, self.keep_history = cls, ctx, keep_history
@@ -135,7 +139,6 @@ class TransformerClass:
 
     name = "transformer"
     exact_every_round = False  # the exact table costs a forward pass over every prefix
-    starts_at_ref = False  # the first iterate's table is the transformer's own
 
     def __init__(self, policy: TinyTransformerPolicy, mdp: TokenMDP, beta: float, *,
                  reference: TinyTransformerPolicy | None = None, steps: int = 10, lr: float = 1e-3,
