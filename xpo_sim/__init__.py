@@ -12,8 +12,10 @@ from xpo_sim.loop import run
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
 from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, VPO, CountUCB, ExPO, InverseQStar, IterativeDPO, SEPOPO
 from xpo_sim.metrics import coverability, optimal_mass, regret, seen_mass
-from xpo_sim.policies import ImplicitRewardClass, LinearRewardClass, LogitsClass, PolicyClass, RewardClass
-from xpo_sim.preferences import Argmax, BradleyTerry
+from xpo_sim.policies import (ImplicitRewardClass, LinearRewardClass, LogitsClass, PolicyClass, PolicyHooks,
+                              RewardClass)
+from xpo_sim.preferences import Argmax, BradleyTerry, PreferenceOracle
+from xpo_sim.rounds import RoundContext, Sampler, register_sampler
 from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
 from xpo_sim.trajectories import sample_trajectories, trajectory_logp, trajectory_reward
 
@@ -37,11 +39,16 @@ __all__ = [
     "PreferenceData",
     "PolicyClass",
     "RewardClass",
+    "PolicyHooks",
     "ImplicitRewardClass",
     "LinearRewardClass",
     "LogitsClass",
     "BradleyTerry",
     "Argmax",
+    "PreferenceOracle",
+    "Sampler",
+    "register_sampler",
+    "RoundContext",
     "Algorithm",
     "OfflineDPO",
     "OnlineDPO",

@@ -118,7 +118,7 @@ def get_sampler(spec) -> Sampler:
     if ":" in spec:
         from xpo_sim.specs import resolve
 
-        found = resolve(spec, "sampler")
+        found = resolve(spec, "sampler", callable_=False)
         if not isinstance(found, Sampler):
             raise ValueError(f"sampler {spec!r} names a {type(found).__name__}, not a xpo_sim.rounds.Sampler")
         return found
