@@ -57,7 +57,7 @@ def test_token_tree_dense_rewards_bound_and_temperature():
     assert np.exp(sharp.ref_logp).max(axis=1).min() > 0.9
     with pytest.raises(ValueError, match="ref_temperature"):
         envs.token_tree(3, 2, ref_temperature=0.0)
-    with pytest.raises(ValueError, match="rewards must be"):
+    with pytest.raises(ValueError, match="rewards"):
         envs.token_tree(3, 2, rewards="sparse")
 
 

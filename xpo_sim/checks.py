@@ -194,3 +194,18 @@ def memory(name: str, value, n_bytes: int, what: str) -> None:
 
 
 __all__ += ["real_pair", "memory", "memory_limit", "format_bytes"]
+
+
+# Bytes of one sampled response at the least (a one-token response: its state, action,
+# length and uniform draw, 8 bytes each); longer responses and the copies a round makes need more.
+RESPONSE_BYTES = 32
+
+
+def responses_fit(name: str, value, n_responses: int, what: str = "one round's sampled responses") -> None:
+    """Refuse (:func:`memory`) a size argument whose round would sample ``n_responses``
+    responses (at least :data:`RESPONSE_BYTES` each) beyond the memory."""
+    memory(name, value, int(n_responses) * RESPONSE_BYTES,
+           f"{what} ({n_responses:,} responses, at least {RESPONSE_BYTES} bytes each)")
+
+
+__all__ += ["responses_fit"]

@@ -54,21 +54,34 @@ __all__ = [
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return checks.integer(name, value, minimum=minimum)
 
 
 def _probability(name: str, value, low_open: bool = False, high_open: bool = False) -> float:
-    value = float(value)
-    ok = math.isfinite(value) and (value > 0 if low_open else value >= 0) and (
-        value < 1 if high_open else value <= 1
-    )
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {lo}0, 1{hi}, got {value!r}")
-    return value
+    return checks.probability(name, value, low_open=low_open, high_open=high_open)
+
+
+def _temperature(value) -> float:
+    """``ref_temperature``: a number > 0, ``inf`` allowed (the uniform policy)."""
+    return checks.real("ref_temperature", value, low=0.0, low_open=True, finite=False)
+
+
+# Bytes an instance needs per state-action pair while it is built: next_state, reward and
+# ref_logp (8 bytes each), the TokenMDP's validated copies of them, the random draws and
+# the mask — a generous round figure.
+BYTES_PER_STATE_ACTION = 64
+
+
+def _check_size(name: str, value, n_states: int, n_actions: int, per_entry: int = BYTES_PER_STATE_ACTION) -> None:
+    """Refuse, before anything is allocated, an instance whose (S, A) tables do not fit
+    (:func:`xpo_sim.checks.memory`); ``n_states`` is an exact Python int."""
+    checks.memory(name, value, int(n_states) * int(n_actions) * per_entry,
+                  f"an instance of {int(n_states):,} states x {int(n_actions):,} tokens")
+
+
+def _tree_states(n_prompts: int, vocab: int, horizon: int) -> int:
+    """Number of states of a complete token tree, n_prompts · Σ_{d<H} vocab^d (exact)."""
+    return n_prompts * sum(vocab**d for d in range(horizon))
 
 
 def _log1m_exp(x: float) -> float:
@@ -85,9 +98,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _random_ref_logp(rng: np.random.Generator, shape, ref_temperature: float) -> np.ndarray:
-    temperature = float(ref_temperature)
-    if not temperature > 0:
-        raise ValueError(f"ref_temperature must be positive (inf allowed), got {ref_temperature!r}")
+    temperature = _temperature(ref_temperature)
     if math.isinf(temperature):
         return np.full(shape, -math.log(shape[1]))
     return _log_softmax(rng.standard_normal(shape) / temperature)
@@ -129,8 +140,11 @@ def token_tree(
     vocab = _positive_int("vocab", vocab)
     horizon = _positive_int("horizon", horizon)
     n_prompts = _positive_int("n_prompts", n_prompts)
-    if rewards not in ("terminal", "dense"):
-        raise ValueError(f"rewards must be 'terminal' or 'dense', got {rewards!r}")
+    checks.choice("rewards", rewards, ("terminal", "dense"))
+    ref_temperature = _temperature(ref_temperature)
+    _check_size("(vocab, horizon, n_prompts)" if horizon > 1 else "(vocab, n_prompts)",
+                (vocab, horizon, n_prompts) if horizon > 1 else (vocab, n_prompts),
+                _tree_states(n_prompts, vocab, horizon), vocab)
     rng = as_generator(seed)
     next_state, offsets = _tree_layout(n_prompts, vocab, horizon)
     n_states = next_state.shape[0]
@@ -150,6 +164,9 @@ def token_tree(
 def bandit(n_responses: int, n_prompts: int = 1, *, ref_temperature: float = 1.0, seed=0) -> TokenMDP:
     """A contextual bandit: ``n_prompts`` states, ``n_responses`` one-token responses each,
     r(x, y) ∼ U[0, 1), ρ uniform over prompts."""
+    n_responses = _positive_int("n_responses", n_responses)
+    n_prompts = _positive_int("n_prompts", n_prompts)
+    _check_size("(n_responses, n_prompts)", (n_responses, n_prompts), n_prompts, n_responses)
     mdp = token_tree(n_responses, 1, n_prompts, ref_temperature=ref_temperature, seed=seed)
     mdp.info.update(family="bandit", n_responses=n_responses)
     return mdp
@@ -178,6 +195,8 @@ def random_dag(
         raise ValueError(f"n_prompts={n_prompts} exceeds n_states={n_states}")
     p_end = _probability("p_end", p_end)
     p_disallowed = _probability("p_disallowed", p_disallowed, high_open=True)
+    ref_temperature = _temperature(ref_temperature)
+    _check_size("(n_states, n_actions)", (n_states, n_actions), n_states, n_actions)
     rng = as_generator(seed)
     shape = (n_states, n_actions)
     rows = np.arange(n_states)[:, None]
@@ -214,15 +233,22 @@ def two_arm_needle(beta: float) -> TokenMDP:
 def _bad_rewards(rng: np.random.Generator, bad_reward, size: int) -> np.ndarray:
     """A constant, or for a pair (low, high) rewards spread evenly over [low, high] in a
     random order."""
-    if np.ndim(bad_reward) == 0:
-        value = float(bad_reward)
-        if not math.isfinite(value):
-            raise ValueError(f"bad_reward must be finite, got {bad_reward!r}")
-        return np.full(size, value)
-    low, high = (float(x) for x in bad_reward)
-    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-        raise ValueError(f"bad_reward must be a number or a pair low <= high, got {bad_reward!r}")
+    low, high = _check_bad_reward(bad_reward)
+    if low == high and not isinstance(bad_reward, (tuple, list, np.ndarray)):
+        return np.full(size, low)
     return rng.permutation(np.linspace(low, high, size))
+
+
+def _check_bad_reward(bad_reward) -> tuple[float, float]:
+    """``bad_reward`` as (low, high): a finite number (low = high) or a pair low <= high."""
+    if isinstance(bad_reward, (tuple, list, np.ndarray)):
+        return checks.box("bad_reward", bad_reward)
+    try:
+        value = checks.real("bad_reward", bad_reward)
+    except ValueError:
+        raise ValueError(f"bad_reward must be a finite number or a pair (low, high) of finite numbers with "
+                         f"low <= high, got {bad_reward!r}") from None
+    return value, value
 
 
 def bandit_needle(n_responses: int, eps: float, *, n_prompts: int = 1, bad_reward=0.0, reward_scale: float = 1.0,
@@ -238,6 +264,8 @@ def bandit_needle(n_responses: int, eps: float, *, n_prompts: int = 1, bad_rewar
     n_prompts = _positive_int("n_prompts", n_prompts)
     eps = _probability("eps", eps, low_open=True, high_open=True)
     scale = checks.positive("reward_scale", reward_scale)
+    _check_bad_reward(bad_reward)
+    _check_size("(n_responses, n_prompts)", (n_responses, n_prompts), n_prompts, n_responses)
     rng = as_generator(seed)
     good = rng.integers(n_responses, size=n_prompts)
     reward = np.empty((n_prompts, n_responses))
@@ -281,6 +309,10 @@ def token_needle(
     n_prompts = _positive_int("n_prompts", n_prompts)
     eps = _probability("eps", eps, low_open=True, high_open=True)
     scale = checks.positive("reward_scale", reward_scale)
+    ref_temperature = _temperature(ref_temperature)
+    _check_bad_reward(bad_reward)
+    _check_size("(vocab, horizon, n_prompts)", (vocab, horizon, n_prompts), _tree_states(n_prompts, vocab, horizon),
+                vocab)
     rng = as_generator(seed)
     next_state, offsets = _tree_layout(n_prompts, vocab, horizon)
     n_states = next_state.shape[0]
@@ -351,6 +383,9 @@ def combination_lock(horizon: int, vocab: int, p_correct: float, seed=0, *, rewa
     vocab = _positive_int("vocab", vocab, minimum=2)
     p_correct = _probability("p_correct", p_correct, low_open=True, high_open=True)
     scale = checks.positive("reward_scale", reward_scale)
+    # the dense (S, vocab, H) features dominate: 8·H bytes per state-action, twice (built, then copied)
+    _check_size("(horizon, vocab)", (horizon, vocab), 2 * horizon - 1, vocab,
+                BYTES_PER_STATE_ACTION + 16 * horizon)
     rng = as_generator(seed)
     correct = rng.integers(vocab, size=horizon).astype(np.int64)
 
@@ -438,9 +473,10 @@ def feature_bandit(n_responses: int, d: int, eps: float, *, bad_reward=(0.0, 0.3
             f"least one of the n_responses - 1 non-optimal responses, got n_responses={n_responses}, d={d}"
         )
     try:
-        low, high = (float(x) for x in bad_reward)
-    except (TypeError, ValueError):
+        low, high = checks.box("bad_reward", bad_reward)
+    except ValueError:
         raise ValueError(f"bad_reward must be a pair (low, high) with 0 <= low <= high < 1, got {bad_reward!r}") from None
+    _check_size("n_responses", n_responses, 1, n_responses, BYTES_PER_STATE_ACTION + 32)  # + sparse features
     if not (0.0 <= low <= high < 1.0):
         raise ValueError(f"bad_reward must be a pair (low, high) with 0 <= low <= high < 1, got {bad_reward!r}")
     rng = as_generator(seed)

@@ -131,7 +131,11 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 def _as_real(name: str, value, dtype) -> np.ndarray:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):  # e.g. ragged nested lists
+        raise ValueError(f"{name} must be a real numeric array (a rectangular table of numbers), got "
+                         f"{type(value).__name__} that is not one") from None
     if array.dtype == object or not (
         np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
     ) or array.dtype == np.bool_:
@@ -144,6 +148,10 @@ def _check_features(features, n_states: int, n_actions: int):
     import scipy.sparse as sp
 
     if sp.issparse(features):
+        kind = features.dtype
+        if kind == np.bool_ or not (np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)):
+            # a complex matrix would lose its imaginary part in the float64 copy
+            raise ValueError(f"sparse features must be a real numeric matrix, got dtype {kind}")
         matrix = sp.csr_matrix(features, dtype=np.float64, copy=True)
         if matrix.ndim != 2 or matrix.shape[0] != n_states * n_actions or matrix.shape[1] < 1:
             raise ValueError(
@@ -221,6 +229,13 @@ class TokenMDP:
         n_states, n_actions = ns.shape
         if n_states < 1 or n_actions < 1:
             raise ValueError(f"next_state must have at least one state and one action, got shape {ns.shape}")
+        bad = np.argwhere((ns < -1) | (ns >= n_states))  # in the given dtype: a uint64 2**64-1 must not wrap to -1
+        if bad.size:
+            s, a = bad[0]
+            raise ValueError(
+                f"next_state[{s}, {a}] = {ns[s, a]} is out of range: expected -1 (end) or a "
+                f"state index in [0, {n_states})"
+            )
         ns = np.array(ns, dtype=np.int64, order="C", copy=True)
         reward = _as_real("reward", reward, np.float64)
         ref_logp = _as_real("ref_logp", ref_logp, np.float64)
@@ -304,6 +319,8 @@ class TokenMDP:
         self.ref_logp = _readonly(ref_logp)
         self.start = _readonly(start)
         self.allowed = _readonly(np.ascontiguousarray(allowed))
+        if info is not None and not isinstance(info, Mapping):
+            raise ValueError(f"info must be a mapping (a dict) or None, got {type(info).__name__}")
         self.info = dict(info or {})
         self.features = None if features is None else _check_features(features, n_states, n_actions)
         self._feature_csr = None
