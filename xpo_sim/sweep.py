@@ -1102,28 +1102,27 @@ def _file_problem(path: Path) -> str | None:
     return _folder_problem(path.parent)
 
 
-def check_output_folder(parser, flag: str, value) -> Path:
-    """``value`` of ``flag`` as a usable output folder (see :func:`_folder_problem`), else
-    ``parser.error`` (exit 2): before any work, so that no run is lost to a bad path."""
+def _checked_output(parser, flag: str, value, kind: str, problem_of) -> Path:
     if value is None or str(value) == "":
-        parser.error(f"{flag} must be a folder path, got an empty string (write {flag} . for the current folder)")
+        hint = f" (write {flag} . for the current folder)" if kind == "folder" else ""
+        parser.error(f"{flag} must be a {kind} path, got an empty string{hint}")
     path = Path(value)
-    problem = _folder_problem(path)
+    problem = problem_of(path)
     if problem is not None:
         parser.error(f"{flag} {path}: {problem}")
     return path
+
+
+def check_output_folder(parser, flag: str, value) -> Path:
+    """``value`` of ``flag`` as a usable output folder (see :func:`_folder_problem`), else
+    ``parser.error`` (exit 2): before any work, so that no run is lost to a bad path."""
+    return _checked_output(parser, flag, value, "folder", _folder_problem)
 
 
 def check_output_file(parser, flag: str, value) -> Path:
     """``value`` of ``flag`` as a path a file can be written to (see :func:`_file_problem`),
     else ``parser.error`` (exit 2)."""
-    if value is None or str(value) == "":
-        parser.error(f"{flag} must be a file path, got an empty string")
-    path = Path(value)
-    problem = _file_problem(path)
-    if problem is not None:
-        parser.error(f"{flag} {path}: {problem}")
-    return path
+    return _checked_output(parser, flag, value, "file", _file_problem)
 
 
 def check_sweep_arguments(parser, args) -> None:
