@@ -79,3 +79,32 @@ def test_transformer_refuses_a_beta_float32_cannot_carry(beta):
     mdp = with_reference(base, policy.frozen_copy())
     with pytest.raises(ValueError, match="beta"):
         xpo_sim.run(mdp, xpo_sim.XPO(), beta, 2, policy=policy, steps=1)
+
+
+# --------------------------------------------------------------- the lead's last fixes
+def test_a_run_too_long_to_fit_is_refused_up_front():
+    with pytest.raises(ValueError, match="rounds=10000000000 would need"):
+        xpo_sim.run(envs.bandit(3), xpo_sim.XPO(), 0.5, 10**10)
+
+
+def test_optimal_mass_refuses_a_bad_tol():
+    mdp = envs.bandit(3)
+    for tol in (-1.0, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="tol must be"):
+            xpo_sim.optimal_mass(mdp, mdp.ref_logp, tol=tol)
+
+
+def test_regret_refuses_a_solution_of_another_instance():
+    mdp, other = envs.bandit(4, seed=0), envs.bandit(4, seed=1)  # same shape, other rewards
+    with pytest.raises(ValueError, match="solved for another instance"):
+        xpo_sim.regret(mdp, mdp.ref_logp, 0.5, solution=xpo_sim.solve_soft(other, 0.5))
+    with pytest.raises(ValueError, match="solution must be a SoftSolution"):
+        xpo_sim.regret(mdp, mdp.ref_logp, 0.5, solution={})
+    own = xpo_sim.solve_soft(mdp, 0.5)
+    assert xpo_sim.regret(mdp, mdp.ref_logp, 0.5, solution=own) == xpo_sim.regret(mdp, mdp.ref_logp, 0.5)
+
+
+def test_sample_trajectories_refuses_fractional_start_states():
+    mdp = envs.token_tree(3, 2, n_prompts=2)
+    with pytest.raises(ValueError, match="start_states must be an int array"):
+        xpo_sim.sample_trajectories(mdp, mdp.ref_logp, 2, seed=0, start_states=[0.7, 0.2])

@@ -51,6 +51,9 @@ __all__ = ["run", "LARGE_INSTANCE", "SAME_AS_REF_TOL"]
 LARGE_INSTANCE = 1_000_000
 """State-action count from which ``progress="auto"`` reports each stage of a run."""
 
+ROUND_BYTES = 256
+"""A lower bound on the memory one round's row and bookkeeping take (rounds that cannot fit are refused)."""
+
 SAME_AS_REF_TOL = 1e-12
 """Largest |log π¹ − log π_ref| on allowed tokens for which the first iterate is π_ref."""
 
@@ -239,6 +242,8 @@ def run(
     policy_class, beta = _build_policy_class(mdp, beta, policy, policy_options)
     _check_built_for(mdp, beta)
     rounds = algorithm.total_rounds(checks.integer("rounds", rounds, minimum=1))
+    checks.memory("rounds", rounds, (rounds + 1) * ROUND_BYTES,
+                  f"the run's per-round rows and bookkeeping (at least {ROUND_BYTES} bytes a round)")
     eval_every = checks.integer("eval_every", eval_every, minimum=1)
     max_enumerate = checks.integer("max_enumerate", max_enumerate, minimum=0)
     for name in algorithm.samplers:  # every declared sampler exists (ValueError naming an unknown one)

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import Bounds, minimize
 
+from xpo_sim import checks
 from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim.mdp import POLICY_TOL, TokenMDP, TrajectoryBatch
 from xpo_sim.policies import LogitsClass, RewardClass, make_policy_class
@@ -42,9 +43,35 @@ def regret(mdp: TokenMDP, logp, beta: float, solution: SoftSolution | None = Non
     Computed by :func:`policy_regret` as β Σ_s d^π(s) KL(π(·|s) ‖ π*(·|s)) ≥ 0."""
     if solution is None:
         solution = solve_soft(mdp, beta)
-    elif solution.beta != float(beta):
-        raise ValueError(f"solution was computed at beta={solution.beta}, not beta={beta}")
+    else:
+        _check_solution_of(mdp, solution, beta)
     return policy_regret(mdp, logp, solution)
+
+
+def _check_solution_of(mdp: TokenMDP, solution, beta) -> None:
+    """ValueError unless ``solution`` is a SoftSolution of ``mdp`` at ``beta``: its β, its
+    shapes, and the two O(S·A) identities that tie it to this instance's reward, next
+    states and π_ref — Q*(s, a) = r(s, a) + V*(next) and log π* = log π_ref + (Q* − V*(s))/β
+    on allowed tokens (another instance of the same shape fails them)."""
+    if not isinstance(solution, SoftSolution):
+        raise ValueError(f"solution must be a SoftSolution from xpo_sim.solve_soft(mdp, beta), got "
+                         f"{type(solution).__name__}")
+    if solution.beta != float(beta):
+        raise ValueError(f"solution was computed at beta={solution.beta}, not beta={beta}")
+    shape = (mdp.n_states, mdp.n_actions)
+    if solution.q.shape != shape or solution.logp.shape != shape or solution.v.shape != (mdp.n_states,):
+        raise ValueError(f"solution has tables of shape {solution.q.shape}, but this instance's are {shape}: it "
+                         f"was solved for another instance")
+    allowed = mdp.allowed
+    nxt = mdp.next_state
+    backup = mdp.reward + np.where(nxt >= 0, solution.v[np.maximum(nxt, 0)], 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        tilt = np.where(allowed, mdp.ref_logp, 0.0) + (solution.q - solution.v[:, None]) / solution.beta
+    if not (np.all(np.abs(solution.q - backup)[allowed] <= 1e-9 * (1.0 + np.abs(backup[allowed])))
+            and np.all(np.abs(solution.logp - tilt)[allowed] <= 1e-9 * (1.0 + np.abs(tilt[allowed])))):
+        raise ValueError("solution does not satisfy this instance's soft Bellman equations (Q* = r + V*(next), "
+                         "log π* = log π_ref + (Q* − V*)/β): it was solved for another instance; pass "
+                         "xpo_sim.solve_soft(mdp, beta) of this one")
 
 
 def policy_regret(mdp: TokenMDP, logp, solution: SoftSolution) -> float:
@@ -109,7 +136,7 @@ def policy_regret(mdp: TokenMDP, logp, solution: SoftSolution) -> float:
 def optimal_mass(mdp: TokenMDP, logp, tol: float = 1e-12) -> float:
     """E_{s₀∼ρ} π(optimal responses | s₀): the probability that π completes a trajectory of
     maximal reward r(τ) (ties within ``tol`` count as optimal)."""
-    return _optimal_mass(mdp, mdp.check_policy(logp), tol)
+    return _optimal_mass(mdp, mdp.check_policy(logp), checks.nonnegative("tol", tol))
 
 
 def _optimal_mass(mdp: TokenMDP, logp: np.ndarray, tol: float = 1e-12) -> float:

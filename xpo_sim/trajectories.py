@@ -40,7 +40,10 @@ def sample_trajectories(mdp: TokenMDP, logp, n: int, seed=None, start_states=Non
     if start_states is None:
         starts = rng.choice(mdp.n_states, size=n, p=mdp.start).astype(np.int64)
     else:
-        starts = np.ascontiguousarray(start_states, dtype=np.int64)
+        given = np.asarray(start_states)
+        if given.dtype == np.bool_ or not np.issubdtype(given.dtype, np.integer):
+            raise ValueError(f"start_states must be an int array of state indices, got dtype {given.dtype}")
+        starts = np.ascontiguousarray(given, dtype=np.int64)
         if starts.shape != (n,):
             raise ValueError(f"start_states must have shape ({n},), got {starts.shape}")
         if n and (starts.min() < 0 or starts.max() >= mdp.n_states):
