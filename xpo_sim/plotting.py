@@ -20,6 +20,10 @@ r"""Figures from tidy result tables (matplotlib; each function returns a Figure)
 * :func:`plot_reward_scale` — queries to 10% of π_ref's regret against the reward range
   R_max (median and interquartile band per method, censored medians open, an e^{2 R_max}
   reference line through one method's first median) and the fraction of runs that get there.
+* :func:`plot_scorecard_radar`, :func:`plot_scorecard_bars`, :func:`plot_scorecard_experiments`
+  — the exploration scorecard (:mod:`xpo_sim.scorecard`): one polygon per algorithm over the
+  properties, the same scores as bars, and per experiment the share of seeds that solved
+  each setting and the queries it took.
 * :func:`plot_coverage` — coverage over queries: π*-mass on responses in the data, the data's
   log-concentrability log max_τ π*(τ)/μ̄ₜ(τ) (median over seeds; +inf not drawn), and the
   number of distinct responses seen.
@@ -34,7 +38,7 @@ import pandas as pd
 
 __all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "plot_method_table",
            "plot_alpha_sweep", "plot_queries_vs_size", "plot_rate", "plot_reward_scale", "fit_loglog_slope",
-           "label_colors"]
+           "label_colors", "plot_scorecard_radar", "plot_scorecard_bars", "plot_scorecard_experiments"]
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -331,5 +335,103 @@ def plot_reward_scale(per_run: pd.DataFrame, anchor: str | None = None, title: s
     ax_reach.set_ylabel(f"fraction of runs reaching {fraction:.0%} of π_ref's regret")
     ax_reach.set_title("runs that get there", fontsize=10)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scorecard_radar(table: pd.DataFrame, title: str = ""):
+    """The scorecard's radar plot (as bsuite draws it): one axis per property (the columns
+    of ``table``, a :func:`xpo_sim.scorecard.property_scores` table without ``overall``),
+    one closed polygon per algorithm (its rows), scores on a radius from 0 to 1. A property
+    an algorithm did not run (NaN) is drawn at the centre and marked with an open circle."""
+    plt = _pyplot()
+    properties = [c for c in table.columns if c != "overall"]
+    if len(properties) < 3:
+        raise ValueError(f"a radar plot needs at least 3 properties, got {properties}")
+    angles = np.linspace(0, 2 * np.pi, len(properties), endpoint=False)
+    fig, ax = plt.subplots(figsize=(6.8, 6.2), subplot_kw=dict(polar=True))
+    colors = label_colors(table.index)
+    for name, row in table.iterrows():
+        values = row[properties].to_numpy(dtype=float)
+        missing = ~np.isfinite(values)
+        drawn = np.where(missing, 0.0, values)
+        ax.plot(np.append(angles, angles[0]), np.append(drawn, drawn[0]), color=colors[name], lw=1.6, label=name)
+        ax.fill(np.append(angles, angles[0]), np.append(drawn, drawn[0]), color=colors[name], alpha=0.06)
+        if missing.any():
+            ax.scatter(angles[missing], drawn[missing], facecolors="none", edgecolors=colors[name], s=30)
+    ax.set_xticks(angles, [p.replace("_", " ") for p in properties], fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["0.25", "0.5", "0.75", "1"], fontsize=7, color="0.4")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.05, 1.0), fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10, pad=18)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scorecard_bars(table: pd.DataFrame, title: str = ""):
+    """Per property, one horizontal bar per algorithm (the rows of ``table``, a
+    :func:`xpo_sim.scorecard.property_scores` table): the score in [0, 1]; "not run" where
+    NaN."""
+    plt = _pyplot()
+    properties = [c for c in table.columns if c != "overall"]
+    names = list(table.index)
+    colors = label_colors(names)
+    cols = min(len(properties), 4)
+    rows = -(-len(properties) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 0.22 * len(names) * rows + 1.2 * rows),
+                             sharex=True, squeeze=False)
+    for ax, prop in zip(axes.flat, properties):
+        values = table[prop].to_numpy(dtype=float)
+        y = np.arange(len(names))
+        ax.barh(y, np.nan_to_num(values), color=[colors[n] for n in names], alpha=0.8)
+        for yi, v in zip(y, values):
+            if not np.isfinite(v):
+                ax.text(0.02, yi, "not run", va="center", fontsize=6, color="0.4")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(prop.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3, axis="x", lw=0.5)
+    for ax in list(axes.flat)[len(properties):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scorecard_experiments(settings: pd.DataFrame, experiments=None):
+    """Per experiment (a column of panels each), against its difficulty setting: the
+    fraction of seeds that solved it (or did no harm) on top, and below it the median
+    queries to 10% of π_ref's regret among the seeds that got there; one line per algorithm.
+    ``settings`` is the per-setting table of :func:`xpo_sim.scorecard.score_results`."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(experiments if experiments is not None else settings.experiment))
+    colors = label_colors(settings.algorithm)
+    fig, axes = plt.subplots(2, len(names), figsize=(3.1 * len(names), 5.4), squeeze=False)
+    for col, name in enumerate(names):
+        sub = settings[settings.experiment == name]
+        top, bottom = axes[0, col], axes[1, col]
+        no_harm = sub.no_harm.notna().all() and (sub.get("kind", pd.Series(["solved"])) == "no_harm").all()
+        for label, group in sub.groupby("algorithm", sort=False):
+            group = group.sort_values("value")
+            success = group.no_harm if no_harm else group.solved
+            top.plot(group.value, success, "o-", color=colors[label], lw=1.2, ms=3, label=label)
+            bottom.plot(group.value, group.queries_to_solve, "o-", color=colors[label], lw=1.2, ms=3)
+        setting = sub.setting.iloc[0] if len(sub) else ""
+        values = sub.value[sub.value > 0]
+        if len(values) and values.max() / values.min() >= 50:
+            top.set_xscale("log")
+            bottom.set_xscale("log")
+        top.set_ylim(-0.05, 1.05)
+        top.set_title(name, fontsize=9)
+        top.set_ylabel("share no worse than π_ref" if no_harm else "share of seeds solved", fontsize=8)
+        bottom.set_ylabel("median queries to 10%", fontsize=8)
+        bottom.set_xlabel(setting, fontsize=8)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3, lw=0.5)
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=6, frameon=False)
     fig.tight_layout()
     return fig

@@ -1,0 +1,196 @@
+"""The exploration scorecard (xpo_sim.scorecard, experiments/scorecard.py): both calibration
+ends on the quick suite, each score recomputed from independent exact runs, a user's
+algorithm by spec through the command line and a process pool, and the checks on inputs
+and on scores read back."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import xpo_sim
+from xpo_sim import scorecard
+from xpo_sim.sweep import make_executor
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_SUBSET = ["two_arm_beta", "reward_scale", "token_needle_no_harm"]
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibration")
+    entries = [scorecard.entry("StayAtReference"), scorecard.entry("ReportOptimum")]
+    scores, settings, runs = scorecard.score_entries(entries, quick=True, out=out)
+    return scores, settings, runs
+
+
+def test_calibration_ends(calibration):
+    scores, _, runs = calibration
+    assert set(scores.experiment) == {e.name for e in scorecard.suite()}
+    ran = scores[scores.status == "ok"]
+    assert len(ran) == 2 * len(scorecard.suite())
+    stay = ran[ran.algorithm == "StayAtReference"]
+    optimum = ran[ran.algorithm == "ReportOptimum"]
+    assert (stay[stay.kind == "solved"].score == 0).all()  # never moves: solves nothing
+    assert (stay[stay.kind == "no_harm"].score == 1).all()  # and harms nothing
+    assert (optimum.score == 1).all()
+    for prop in ("coverage", "width"):  # the issue's ends: ~0 for do-nothing, 1 for π*
+        assert stay[stay.property == prop].score.max() == 0
+    assert (runs[runs.algorithm == "ReportOptimum"].final_regret <= 1e-12).all()
+    assert np.allclose(runs[runs.algorithm == "StayAtReference"].final_relative, 1.0, rtol=1e-9)
+
+
+def test_leaderboard_orders_and_averages(calibration):
+    scores, _, _ = calibration
+    table = scorecard.leaderboard(scores)
+    assert list(table.index) == ["ReportOptimum", "StayAtReference"]
+    props = [c for c in table.columns if c != "overall"]
+    assert props == [p for p in scorecard.PROPERTIES if p in props]
+    by_hand = scores[scores.algorithm == "StayAtReference"].groupby("property").score.mean()
+    assert math.isclose(table.loc["StayAtReference", "overall"], by_hand.mean())
+    text = scorecard.leaderboard_markdown(scores)
+    assert f"suite version {scorecard.SUITE_VERSION}" in text and "| ReportOptimum | 1.00 |" in text
+
+
+def _naive_score(exp, algorithm_factory, quick=True):
+    """The experiment's score from direct xpo_sim.run calls: fraction of (setting, seed)
+    runs whose last reported regret is ≤ 10% of π_ref's (exact, from the instance)."""
+    from xpo_sim.metrics import regret
+
+    hits = []
+    seeds = exp.quick_seeds if quick else exp.seeds
+    for index, setting in exp.chosen_settings(quick):
+        per_seed = []
+        for replicate in range(seeds):
+            args = dict(setting.instance_args, **({"seed": replicate} if exp.seeded_instance else {}))
+            mdp = getattr(xpo_sim.envs, exp.instance)(**args)
+            ref = regret(mdp, mdp.ref_logp, setting.beta)
+            configs = scorecard.configs_for(scorecard.entry("XPO"), exp, quick=quick, policy="implicit")
+            config = [c for c in configs if c.replicate == replicate and c.instance_args == args][0]
+            oracle = xpo_sim.sweep.make_oracle(setting.oracle, setting.oracle_args)
+            df = xpo_sim.run(mdp, algorithm_factory(exp.batch), setting.beta, exp.quick_rounds, seed=config.seed,
+                             policy="implicit", oracle=oracle)
+            final = df.regret.iloc[-1]
+            per_seed.append(final <= 0.1 * ref if exp.kind == "solved" else final <= ref * (1 + 1e-9))
+        hits.append(np.mean(per_seed))
+    return float(np.mean(hits))
+
+
+@pytest.mark.parametrize("name", ["bandit_needle_eps", "teacher_mistakes", "token_needle_no_harm"])
+def test_score_matches_direct_runs(name):
+    exp = scorecard.experiment(name)
+    got = scorecard.score("XPO", quick=True, experiments=[name])
+    expected = _naive_score(exp, lambda batch: xpo_sim.XPO(batch=batch))
+    assert got.score.iloc[0] == pytest.approx(expected, abs=0)
+    assert got.status.iloc[0] == "ok" and got.suite_version.iloc[0] == scorecard.SUITE_VERSION
+
+
+def test_executors_agree(tmp_path):
+    serial = scorecard.score("HybridDPO", quick=True, experiments=QUICK_SUBSET, out=tmp_path / "a")
+    with make_executor(2) as pool:
+        pooled = scorecard.score("HybridDPO", quick=True, experiments=QUICK_SUBSET, out=tmp_path / "b",
+                                 executor=pool)
+    pd.testing.assert_frame_equal(serial, pooled)
+    pd.testing.assert_frame_equal(serial.attrs["runs"], pooled.attrs["runs"])
+
+
+def test_not_applicable_is_not_zero():
+    scores = scorecard.score("InverseQStar", quick=True, experiments=["feature_bandit_width", "two_arm_beta"])
+    width = scores.set_index("experiment").loc["feature_bandit_width"]
+    assert width.status.startswith("not applicable") and math.isnan(width.score)
+    tabular = scores.set_index("experiment").loc["two_arm_beta"]
+    assert tabular.status == "ok" and (scores.attrs["runs"].policy == "logits").all()  # the first class it can run
+    assert math.isnan(scorecard.leaderboard(scores).loc["InverseQStar", "width"])
+
+
+def test_entry_from_instance_keeps_non_default_fields():
+    made = scorecard.entry(xpo_sim.XPO(alpha=0.3, schedule="inv_sqrt", batch=4))
+    assert made.algorithm == "XPO" and made.algorithm_args == {"alpha": 0.3, "schedule": "inv_sqrt"}
+    assert scorecard.entry(scorecard.StayAtReference).algorithm == "StayAtReference"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("NoSuchMethod", "unknown algorithm"),
+    ("user_ext.algos:NotAnAlgorithm", "Algorithm"),
+    (3, "algorithm must be"),
+])
+def test_bad_algorithms_are_named(bad, match):
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        with pytest.raises(ValueError, match=match):
+            scorecard.entry(bad)
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="experiment"):
+        scorecard.score("XPO", quick=True, experiments=["no_such_experiment"])
+    with pytest.raises(ValueError, match="seeds"):
+        scorecard.score("XPO", quick=True, seeds=0)
+    with pytest.raises(ValueError, match="distinct labels"):
+        scorecard.plan([scorecard.entry("XPO"), scorecard.entry("XPO")])
+    with pytest.raises(ValueError, match="label"):
+        scorecard.entry("XPO", label="")
+
+
+def test_suite_version_is_in_every_run_identity():
+    exp = scorecard.experiment("two_arm_beta")
+    config = scorecard.configs_for(scorecard.entry("XPO"), exp, quick=True, policy="implicit")[0]
+    assert f"scorecard v{scorecard.SUITE_VERSION}" in config.group
+
+
+def test_scores_read_back_are_checked(calibration, tmp_path):
+    scores, _, _ = calibration
+    path = tmp_path / "scores.csv"
+    scores.to_csv(path, index=False)
+    back = scorecard.load_scores(tmp_path)
+    assert len(back) == len(scores) and back.suite_version.iloc[0] == scorecard.SUITE_VERSION
+    for column, value, match in [("score", 1.5, "outside"), ("score", math.nan, "outside"),
+                                 ("property", "charm", "unknown properties"), ("suite_version", "0", "versions")]:
+        damaged = scores.copy()
+        damaged.loc[0, column] = value
+        damaged.to_csv(path, index=False)
+        with pytest.raises(ValueError, match=match):
+            scorecard.load_scores(path)
+    scores.drop(columns="status").to_csv(path, index=False)
+    with pytest.raises(ValueError, match="missing columns"):
+        scorecard.load_scores(path)
+    with pytest.raises(ValueError, match="no scores"):
+        scorecard.load_scores(tmp_path / "nowhere")
+
+
+def test_cli_scores_a_user_algorithm_on_a_process_pool(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    out, figures = tmp_path / "out", tmp_path / "figures"
+    cmd = [sys.executable, "experiments/scorecard.py", "--quick", "--algorithm", "user_ext.algos:HalvingXPO",
+           "--algorithm", "OnlineDPO", "--workers", "2", "--out", str(out), "--figures", str(figures)]
+    for name in QUICK_SUBSET:
+        cmd += ["--experiment", name]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = scorecard.load_scores(out)
+    assert set(scores.algorithm) == {"user_ext.algos:HalvingXPO", "OnlineDPO"}
+    assert set(scores.experiment) == set(QUICK_SUBSET)
+    for name in ("settings.csv", "runs.csv", "leaderboard.md"):
+        assert (out / name).is_file()
+    for name in ("scorecard_radar.png", "scorecard_bars.png", "scorecard_experiments.png"):
+        assert (figures / name).stat().st_size > 5_000
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0
+    pd.testing.assert_frame_equal(scorecard.load_scores(out), scores)  # resumed from the shards
+
+
+def test_cli_usage_errors(tmp_path):
+    for args, match in [([], "--algorithm"), (["--algorithm", "Nope"], "unknown algorithm"),
+                        (["--algorithm", "XPO", "--experiment", "nope"], "experiment")]:
+        result = subprocess.run([sys.executable, "experiments/scorecard.py", "--out", str(tmp_path), *args],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and match in result.stderr, result.stderr
