@@ -14,7 +14,7 @@ from xpo_sim.methods import IPO, LNDPO, RLHF, SELM, VPO, CountUCB, ExPO, Inverse
 from xpo_sim.metrics import coverability, optimal_mass, regret, seen_mass
 from xpo_sim.policies import (ImplicitRewardClass, LinearRewardClass, LogitsClass, PolicyClass, PolicyHooks,
                               RewardClass)
-from xpo_sim.preferences import Argmax, BradleyTerry, PreferenceOracle
+from xpo_sim.preferences import Argmax, BradleyTerry, PreferenceOracle, SimulatedTeacher
 from xpo_sim.rounds import RoundContext, Sampler, register_sampler
 from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
 from xpo_sim.trajectories import sample_trajectories, trajectory_logp, trajectory_reward
@@ -46,6 +46,7 @@ __all__ = [
     "BradleyTerry",
     "Argmax",
     "PreferenceOracle",
+    "SimulatedTeacher",
     "Sampler",
     "register_sampler",
     "RoundContext",

@@ -55,22 +55,27 @@ from xpo_sim.algorithms import Algorithm, HybridDPO, OfflineDPO, OnlineDPO
 from xpo_sim.rounds import RoundContext, label_and_store, store_pairs
 from xpo_sim.mdp import TokenMDP
 from xpo_sim.policies import LogitsClass, RewardClass, class_name, hook, missing_reward_members
-from xpo_sim.preferences import best_and_worst
+from xpo_sim.preferences import NO_PAIR, best_and_worst, oracle_scores
 from xpo_sim.soft import evaluate
-from xpo_sim.trajectories import sample_trajectories, trajectory_reward
+from xpo_sim.trajectories import sample_trajectories
 
 __all__ = ["IterativeDPO", "IPO", "LNDPO", "SELM", "ExPO", "RLHF", "CountUCB", "InverseQStar", "SEPOPO", "VPO",
            "extrapolate", "ppo_surrogate", "conditioned_policy", "preference_incentive"]
 
 
 def _best_and_worst_of_k(ctx: RoundContext, n: int, k: int):
-    """``n`` prompts s₀ ∼ ρ, ``k`` responses to each from πᵗ, ranked by the preference oracle:
-    the (best, worst) response of each prompt, as two batches."""
+    """``n`` prompts s₀ ∼ ρ, ``k`` responses to each from πᵗ, ranked by the preference oracle
+    on its scores (``oracle_scores``): the (best, worst) response of each prompt, as two
+    batches. A prompt whose every comparison the oracle skipped (``NO_PAIR``) gives no pair
+    and is counted as a skipped query in ``ctx.datasets``."""
     samples = ctx.sample("current", ctx.prompts(n), per_prompt=k)
-    reward = trajectory_reward(ctx.mdp, samples).reshape(n, k)
+    reward = oracle_scores(ctx.oracle, ctx.mdp, samples).reshape(n, k)
     best, worst = best_and_worst(ctx.oracle, reward, ctx.rng)
     rows = np.arange(n) * k
-    return samples.take(rows + best), samples.take(rows + worst)
+    ranked = np.flatnonzero(best != NO_PAIR)
+    for data in ctx.datasets:
+        data.add_skipped(int(n - ranked.size))
+    return samples.take(rows[ranked] + best[ranked]), samples.take(rows[ranked] + worst[ranked])
 
 
 @dataclass(frozen=True)

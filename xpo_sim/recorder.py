@@ -92,7 +92,7 @@ class RunRecorder:
             if iterate_logp is not None and not np.may_share_memory(iterate_logp, logp):
                 iterate_regret = self.regret(iterate_logp)
             self.rows.append(dict(
-                algorithm=self.name, round=t, pairs=data.n_pairs, alpha=alpha_t,
+                algorithm=self.name, round=t, pairs=data.n_queries, alpha=alpha_t,
                 regret=regret, best_regret=self.best_regret, reward_regret=self.star.reward - ev.reward,
                 kl_ref=ev.kl, opt_mass=_optimal_mass(self.mdp, logp),
                 seen_star_mass=_seen_mass(self.mdp, self.solution.logp, data.batch()),

@@ -24,9 +24,11 @@ A policy class that cannot afford an exact table every round (the transformer) m
 the built-in names itself (the ``make_sampler`` hook of :class:`xpo_sim.policies.PolicyHooks`),
 with the same meaning; any other name is drawn from its sampler's tables.
 
-**Labelling.** A pair (y, ỹ) is labelled by the preference oracle on the true rewards
-r(y), r(ỹ); the preferred response is stored as chosen. The responses that enter the
-exploration bonus α Σ log π(ỹ) are stored as "explored".
+**Labelling.** A pair (y, ỹ) is labelled by the preference oracle on the scores of the two
+responses (by default the true rewards r(y), r(ỹ)); the preferred response is stored as
+chosen, an "equal" answer as weight ½ each way, and a skipped query only as counted
+(:func:`label_and_store`). The responses that enter the exploration bonus α Σ log π(ỹ) are
+stored as "explored".
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import numpy as np
 
 from xpo_sim.data import PreferenceData
 from xpo_sim.mdp import TokenMDP, TrajectoryBatch
-from xpo_sim.preferences import preferred
+from xpo_sim import checks
+from xpo_sim.preferences import EQUAL, answers, oracle_scores
 from xpo_sim.trajectories import _sample_paths, trajectory_reward
 
 __all__ = ["Sampler", "SAMPLERS", "BUILTIN_SAMPLERS", "register_sampler", "get_sampler", "RoundContext",
@@ -137,9 +140,66 @@ def store_pairs(datasets: list[PreferenceData], chosen: TrajectoryBatch, rejecte
 
 def label_and_store(mdp: TokenMDP, datasets: list[PreferenceData], oracle, y: TrajectoryBatch,
                     y_tilde: TrajectoryBatch, rng, explored: str = "second") -> None:
-    """Label each pair (y_i, ỹ_i) with the oracle on their true rewards and store it in every
-    dataset. ``explored``: which responses enter the bonus — "second" (ỹ), "both" or "none"."""
-    prefer_y = preferred(oracle, trajectory_reward(mdp, y), trajectory_reward(mdp, y_tilde), rng)
+    r"""Label each query (y_i, ỹ_i) with the oracle and store the answers in every dataset.
+
+    The oracle compares the scores S(y_i), S(ỹ_i) (:func:`~xpo_sim.preferences.oracle_scores`:
+    its ``scores`` hook, by default the true rewards r(y_i), r(ỹ_i)) and answers with a label
+    ℓ_i (:func:`~xpo_sim.preferences.answers`: its ``answer`` hook, by default the 0/1 labels
+    of ``prefer``):
+
+    * ℓ_i = 1 (y_i ≻ ỹ_i) or 0 (ỹ_i ≻ y_i): the preferred response is stored as chosen,
+      weight 1 on (chosen, rejected) (:meth:`PreferenceData.add_pairs`);
+    * ℓ_i = ½ (equal): weight ½ on (y_i ≻ ỹ_i) and ½ on (ỹ_i ≻ y_i)
+      (:meth:`PreferenceData.add_equal`), so the pair's DPO term is
+      −[½ log σ(h_i) + ½ log σ(−h_i)], h_i the DPO margin of y_i over ỹ_i;
+    * ℓ_i = NaN (skipped): nothing is stored for the query — no pair, no explored response,
+      no path — but it counts as asked (:meth:`PreferenceData.add_skipped`; the ``pairs``
+      column of :func:`xpo_sim.run` is ``n_queries`` = answered + skipped).
+
+    Parameters
+    ----------
+    mdp : TokenMDP
+        The instance.
+    datasets : list of PreferenceData
+        Every dataset receives the same answers.
+    oracle
+        The preference oracle.
+    y, y_tilde : TrajectoryBatch
+        The two responses of each query (one length n).
+    rng
+        The Generator the labels are drawn from.
+    explored : {"second", "both", "none"}
+        Which responses of the answered queries enter the exploration bonus: ỹ, both, none.
+    """
+    explored = checks.choice("explored", explored, ("second", "both", "none"))
+    labels = answers(oracle, oracle_scores(oracle, mdp, y), oracle_scores(oracle, mdp, y_tilde), rng)
+    n = len(y)
+    strict = (labels == 0.0) | (labels == 1.0)
+    if strict.all():  # every query answered strictly (every oracle without answer(): as always)
+        _store_strict(datasets, y, y_tilde, labels == 1.0, explored)
+        return
+    answered = ~np.isnan(labels)
+    equal = labels == EQUAL
+    keep = np.flatnonzero(strict)
+    _store_strict(datasets, y.take(keep), y_tilde.take(keep), labels[keep] == 1.0, "none")
+    ties = np.flatnonzero(equal)
+    if ties.size:
+        first, second = y.take(ties), y_tilde.take(ties)
+        for data in datasets:
+            data.add_equal(data.path_ids(first), data.path_ids(second))
+    rows = np.flatnonzero(answered)
+    bonus = {"second": y_tilde.take(rows), "both": TrajectoryBatch.concatenate([y.take(rows), y_tilde.take(rows)]),
+             "none": None}[explored]
+    for data in datasets:
+        if bonus is not None and len(bonus):
+            data.add_explored(data.path_ids(bonus))
+        data.add_skipped(int(n - rows.size))
+
+
+def _store_strict(datasets: list[PreferenceData], y: TrajectoryBatch, y_tilde: TrajectoryBatch,
+                  prefer_y: np.ndarray, explored: str) -> None:
+    """Store the strictly labelled pairs (y_i ≻ ỹ_i where ``prefer_y``, else ỹ_i ≻ y_i) and
+    the explored responses (``explored``) in every dataset."""
     winner = np.where(prefer_y, 0, 1)
     both = TrajectoryBatch.concatenate([y, y_tilde])
     n = len(y)
