@@ -24,14 +24,20 @@
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import matplotlib
 
+# tqdm would warn that ipywidgets is missing; the sweeps here run without a progress bar
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 try:
-    get_ipython  # noqa: B018 - defined only inside Jupyter/IPython
+    IPYTHON = get_ipython()  # defined only inside Jupyter/IPython
 except NameError:
-    matplotlib.use("Agg")  # run as a plain script (as CI does): no windows
+    IPYTHON = None
+if IPYTHON is None:
+    matplotlib.use("Agg")  # run as a plain script: no windows
 
 import sys
 
@@ -44,15 +50,20 @@ from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.plotting import plot_coverage, plot_queries_vs_inverse_eps, plot_regret_curves  # noqa: E402
 from xpo_sim.sweep import SerialExecutor, run_sweep  # noqa: E402
 
+if IPYTHON is not None:
+    # coverage_sweep selects the Agg backend for its own figures; the notebook shows them inline
+    IPYTHON.run_line_magic("matplotlib", "inline")
+
 QUICK = os.environ.get("XPO_SIM_QUICK") == "1"
 results = Path(os.environ.get("XPO_SIM_RESULTS", "results/coverage_sweep"))
-if QUICK or not (results / "shards").exists():
+scratch = QUICK or not (results / "shards").exists()
+if scratch:
     results = Path(tempfile.mkdtemp(prefix="coverage_sweep_"))
     configs = coverage_sweep.build_configs(quick=True, seeds=2)
 else:
     configs = coverage_sweep.build_configs(quick=False, seeds=coverage_sweep.DEFAULT_SEEDS)
-df = run_sweep(configs, results, SerialExecutor())
-print(f"{len(df)} rows from {df.key.nunique()} runs in {results}")
+df = run_sweep(configs, results, SerialExecutor(), progress=False)
+print(f"{len(df)} rows from {df.key.nunique()} runs in {'a temporary folder' if scratch else results}")
 
 # %% [markdown]
 # ## 1. Queries to reach 10% of π_ref's regret, against 1/ε
