@@ -5,7 +5,7 @@ against the torch autograd + Adam baseline a researcher would write.
 Setting
 -------
 β = 0.1, ``policy="implicit"``: π_θ is soft-optimal for a box-bounded reward table r̂_θ, and
-each round solves (DESIGN.md §2)
+each round solves (docs/theory.md, "XPO, with its sign")
 
     min_θ  L(θ) = Σ_distinct pairs n·ℓ_DPO(π_θ)  +  α_t Σ_distinct explored n·log π_θ(ỹ)
 

@@ -20,7 +20,7 @@ from πᵗ), hybrid DPO (πᵗ against π_ref, XPO with α = 0) and offline DPO 
 
 Why these instances: the bandits isolate the coverage question (one decision), the tree adds
 credit assignment over tokens, and two_arm is the paper's own instance. The decaying α
-follows DESIGN.md §4: a constant bonus large enough to explore early drives the policy to
+follows the α sweep (docs/experiments.md): a constant bonus large enough to explore early drives the policy to
 arbitrary bad responses later on many-response instances.
 
 Outputs: result shards and summary.csv in --out; in --figures:

@@ -128,7 +128,7 @@ def test_preference_kernels_equal_their_py_func():
 
 def test_bonus_sign_objective_falls_when_mass_leaves_explored_response():
     """XPO's bonus α·log π(ỹ) is *added* to the minimized objective: moving mass away from
-    the sampler's responses lowers it (DESIGN.md; a flipped sign would raise it)."""
+    the sampler's responses lowers it (docs/theory.md, "XPO, with its sign"; a flipped sign would raise it)."""
     mdp = envs.bandit(4, seed=1)
     data = PreferenceData(mdp)
     explored = xpo_sim.sample_trajectories(mdp, mdp.ref_logp, 1, seed=2)

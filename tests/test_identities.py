@@ -1,4 +1,4 @@
-r"""Property tests for the identities of DESIGN.md §2, items 1–7, plus extreme numerics.
+r"""Property tests for the identities of the theory page (docs/theory.md), plus extreme numerics.
 
 Tolerances. Every quantity below is a short sum (≤ 8 steps, ≤ 4 actions per state) of
 terms each computed with a handful of correctly rounded operations, so its absolute

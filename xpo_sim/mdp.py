@@ -12,7 +12,7 @@ A :class:`TokenMDP` is four arrays over S states (in topological order) and A ac
   normalizes: Σ_a π_ref(a|s) = 1 (to 1e-9).
 * ``start[s]`` — ρ(s), the distribution over start states (prompts).
 * ``features`` (optional) — φ(s, a) ∈ R^d, the features of a linear reward class
-  r̂_θ(s, a) = θ·φ(s, a) (DESIGN.md §5): a dense (S, A, d) array, or for large instances a
+  r̂_θ(s, a) = θ·φ(s, a) (docs/theory.md, "Linear features"): a dense (S, A, d) array, or for large instances a
   scipy.sparse matrix of shape (S·A, d) whose row ``s·A + a`` is φ(s, a). Trajectory
   features are Φ(τ) = Σ_h φ(s_h, a_h).
 

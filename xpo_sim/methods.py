@@ -122,7 +122,7 @@ class LNDPO(OnlineDPO):
 class SELM(OnlineDPO):
     """SELM (Zhang et al. 2024): online DPO pairs; per pair one extra response from the
     previous iterate π^{t−1} enters the minimized objective as α β log(π/π_ref)(ỹ).
-    Implemented as XPO's bonus with weight α β (the same gradients; DESIGN.md)."""
+    Implemented as XPO's bonus with weight α β (the same gradients; docs/theory.md, "XPO, with its sign")."""
 
     alpha: float = 0.1
 
@@ -381,8 +381,8 @@ class InverseQStar(Algorithm):
     π̂* of the optimal policy, without a pairwise preference loss.
 
     **The identity it inverts.** For the KL-regularized optimum, β log(π*(a|s)/π_ref(a|s))
-    = Q*(s, a) − V*(s) = r(s, a) + V*(s') − V*(s) (DESIGN.md §2, identity 1): the per-token
-    log-ratio of π* is a potential-shaped reward with the same optimum (identity 4). Given an
+    = Q*(s, a) − V*(s) = r(s, a) + V*(s') − V*(s) (docs/theory.md, "Implicit Q*"): the per-token
+    log-ratio of π* is a potential-shaped reward with the same optimum (docs/theory.md, "The soft Bellman equations"). Given an
     estimate π̂*, Inverse-Q* therefore assigns every token the dense reward
 
         r̂(s, a) = β log(π̂*(a|s) / π_ref(a|s)),
@@ -711,7 +711,7 @@ class VPO(Algorithm):
         V_r(x) = max_π E_{y∼π}[r(x, y)] − β KL(π‖π_ref)(x) = β log Σ_y π_ref(y|x) e^{r(x,y)/β}.
 
     **Policy form (the algebra).** Reparametrize r by its optimal policy π = π*(r):
-    r(x, y) = β log(π(y|x)/π_ref(y|x)) + V_r(x) (DESIGN.md identity 2). Then
+    r(x, y) = β log(π(y|x)/π_ref(y|x)) + V_r(x) (docs/theory.md, "Implicit Q*"). Then
     V_r(x) − E_{π_cal} r(x, y) = −β E_{y∼π_cal} log(π(y|x)/π_ref(y|x)), and the update is
 
         πᵗ⁺¹ = argmin_π  Σ_{pairs} ℓ_DPO(π) + αβ E_{x∼ρ, y∼π_cal} log π(y|x)  [− αβ E log π_ref, a constant].

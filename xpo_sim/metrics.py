@@ -241,7 +241,7 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     enumerating every trajectory.
 
     **Definition.** Xie et al. (2024, "Exploratory Preference Optimization", arXiv
-    2405.21046), as DESIGN.md §2 and §5 state it, define for the response space Y of a
+    2405.21046), as docs/theory.md ("Coverability") states it, define for the response space Y of a
     prompt x
 
         C_cov(Π) = inf_{μ∈Δ(Y)} sup_{y∈Y, π∈Π} π(y|x) / μ(y|x),
@@ -249,7 +249,7 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     with μ(·|x) free per prompt, so the infimum over μ and the supremum over prompts
     decouple and C_cov is the largest per-prompt value over the prompts (states with
     ρ(x) > 0). Here the responses are the trajectories τ π_ref can produce from x. (The
-    definition is taken from DESIGN.md, not re-checked against the paper's text. A joint
+    definition follows a summary of the paper, not re-checked against the paper's text. A joint
     μ ∈ Δ(X × Y) against ρ(x)π(τ|x), the form coverability takes for MDPs, would give the
     ρ-average of the per-prompt values instead of their maximum: ``rho_mean`` in the
     details.)
@@ -260,7 +260,7 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
 
         C_cov(Π) = max_x Σ_τ sup_{θ∈Θ} π_θ(τ|x).
 
-    **Each supremum.** For the soft-optimal policy of the reward r̂_θ = F θ (DESIGN.md §5),
+    **Each supremum.** For the soft-optimal policy of the reward r̂_θ = F θ (docs/theory.md, "Linear features"),
 
         log π_θ(τ|x) = log π_ref(τ|x) + (θ·Φ(τ) − V̂_θ(x)) / β,   Φ(τ) = Σ_h φ(s_h, a_h),
 
@@ -618,7 +618,7 @@ def _fw_gap(theta: np.ndarray, grad: np.ndarray, lo: float, hi: float) -> float:
 
 def theory_alpha(beta: float, c_cov: float, n_params: int, total_queries: int, scale: float = 1.0) -> float:
     r"""The theory's scaling of XPO's bonus weight, α = scale · β · √(log(|Π| T) / (C_cov T))
-    (Xie et al. 2024, as summarized in DESIGN.md; the paper's constant factors are not
+    (Xie et al. 2024, in the form docs/theory.md ("Coverability") gives; the paper's constant factors are not
     included), with T preference queries and the proxy log|Π| = n_params · log T for a
     tabular class (a grid of T values per parameter)."""
     t = float(total_queries)

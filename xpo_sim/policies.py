@@ -3,7 +3,7 @@ r"""Policy classes and their per-round updates, behind one interface.
 Every class maps a parameter vector to per-state log-probabilities (S, A) that
 :func:`xpo_sim.evaluate` scores exactly, and minimizes the round's cumulative objective
 
-    L(π) = Σ_pairs ℓ_DPO(π)  +  α Σ_explored log π(ỹ)  [+ λ ‖θ‖²]       (DESIGN.md, XPO)
+    L(π) = Σ_pairs ℓ_DPO(π)  +  α Σ_explored log π(ỹ)  [+ λ ‖θ‖²]       (docs/theory.md, XPO)
 
 over aggregated data (:class:`xpo_sim.data.PreferenceData`) with value and gradient from the
 numba kernels of ``xpo_sim._kernels.preference``. The interface is the

@@ -4,7 +4,7 @@ The round objective of a reward class (``xpo_sim.policies``) is smooth in θ ∈
 without XPO's bonus, convex (logistic regression on feature differences). First-order
 methods crawl on it: a response of tiny mass under π_θ has a gradient of the order of its
 mass, so L-BFGS-B with an absolute gradient tolerance spends hundreds of iterations per round
-pushing such coordinates to the box (DESIGN.md; issue 10 measured ~900 iterations a round).
+pushing such coordinates to the box (docs/policy-classes.md, "Solvers"; issue 10 measured ~900 iterations a round).
 Newton's method does not care: the curvature of those coordinates is of the order of their
 mass too, and the Newton step divides one by the other.
 

@@ -8,7 +8,7 @@ h_k = log π(τ_k) − log π_ref(τ_k) of every distinct trajectory, the object
 
     L = Σ_pairs n · softplus(−β (h_chosen − h_rejected))  +  Σ_explored w · (log π_ref(τ_k) + h_k)
 
-(DPO loss plus XPO's bonus α·log π(ỹ), DESIGN.md; the reference implementation of both
+(DPO loss plus XPO's bonus α·log π(ỹ), docs/theory.md; the reference implementation of both
 terms is ``xpo_sim.losses``). The pair term may instead be IPO's (h₊ − h₋ − 1/(2β))² or
 length-normalized DPO's softplus(−β(h₊/|τ₊| − h₋/|τ₋|)) (``loss_kind``). ``preference_terms`` returns L and ∂L/∂h_k; the two policy
 classes then chain through h:
