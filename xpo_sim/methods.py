@@ -382,7 +382,8 @@ class InverseQStar(Algorithm):
 
     **The identity it inverts.** For the KL-regularized optimum, β log(π*(a|s)/π_ref(a|s))
     = Q*(s, a) − V*(s) = r(s, a) + V*(s') − V*(s) (docs/theory.md, "Implicit Q*"): the per-token
-    log-ratio of π* is a potential-shaped reward with the same optimum (docs/theory.md, "The soft Bellman equations"). Given an
+    log-ratio of π* is a potential-shaped reward with the same optimum (docs/theory.md, "The
+    soft Bellman equations"). Given an
     estimate π̂*, Inverse-Q* therefore assigns every token the dense reward
 
         r̂(s, a) = β log(π̂*(a|s) / π_ref(a|s)),
