@@ -65,8 +65,9 @@ parameters, in that order (one definition of the draw for every oracle here).
 Hence with the same seed ``flip = 1`` gives exactly the negation of ``flip = 0``, and the
 stream a caller's Generator is left in depends only on the shape.
 
-**Ranking k responses** (:func:`best_and_worst`) with equal answers or skips: the round
-robin of the teacher's answers, where a strict answer gives its winner one win, an equal
+**Ranking k responses** (:func:`best_and_worst`): a :class:`SimulatedTeacher` that neither
+skips nor answers "equal" ranks as :class:`BradleyTerry` (Plackett–Luce) or :class:`Argmax`
+do; with equal answers or skips it uses the round robin of its answers, where a strict answer gives its winner one win, an equal
 answer half a win to each, a skipped comparison nothing; most wins ranks first, fewest last,
 ties uniformly at random (so a row whose answers were all "equal" yields a uniformly random
 ordered pair: in expectation the ½/½ soft label). A row in which every comparison was
