@@ -94,7 +94,7 @@ def _canonical(value):
     return value
 
 
-ORACLES = ("BradleyTerry", "Argmax")
+ORACLES = ("BradleyTerry", "Argmax", "SimulatedTeacher")
 """The built-in preference oracles a :class:`RunConfig` may name (``oracle``)."""
 
 _RESERVED_RUN_ARGS = {
@@ -159,7 +159,7 @@ class RunConfig:
     (its options go in ``run_args``), or a spec naming a callable
     ``f(mdp, beta, **policy_args)`` that returns a policy class object (one implementing
     :class:`~xpo_sim.PolicyClass`, or one with ``as_policy_class``). ``oracle``: None
-    (Bradley–Terry labels, the default), ``"BradleyTerry"`` or ``"Argmax"`` (built with
+    (Bradley–Terry labels, the default), ``"BradleyTerry"``, ``"Argmax"`` or ``"SimulatedTeacher"`` (built with
     ``oracle_args``), or a spec naming an oracle class or factory, called with
     ``oracle_args``. A spec's module must be importable by the coordinating process and by
     every worker (on ``PYTHONPATH``, or installed): specs are resolved by import wherever
