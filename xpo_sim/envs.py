@@ -575,14 +575,16 @@ def feature_bandit(n_responses: int, d: int, eps: float, *, bad_reward=(0.0, 0.3
     zero over every cluster, so δu is orthogonal to every feature column (in the plain
     inner product and in π_ref's, which is uniform on a cluster): θ* is the least-squares
     projection of r onto the feature span and also the best fit in sup norm,
-    min_θ max_{x,y} |r(x, y) − θ·φ(x, y)| = δ exactly, attained at θ = θ*
-    (``info["residual"]`` = r − θ*·φ, an (n_prompts, n_responses) table with entries in
-    {−δ, 0, δ}). What the linear class Π = {π_θ ∝ π_ref e^{θ·φ/β}} can achieve: every π_θ
-    is uniform within each cluster (π_θ(y)/π_θ(cluster) = π_ref(y)/π_ref(cluster)), where
-    u averages to zero, so J_β(π_θ) is the same on this instance as on the realizable one
-    (δ = 0, same seed: same π_ref, clusters and θ*). Hence the best policy in the class is
-    π_{θ*} — the soft optimum π*₀ of the realizable instance — and its regret here is the
-    class's floor
+    min_θ max_{x,y} |r(x, y) − θ·φ(x, y)| = δ, attained at θ = θ* (exactly, up to the
+    rounding of r to float64). ``info["residual"]`` = δu, an (n_prompts, n_responses) table
+    with entries in {−δ, 0, δ}, and the reward table is built as θ*·φ + ``residual``. A
+    cluster's rewards θ*_k ± δ may dip below 0 (when low < δ). What the linear class
+    Π = {π_θ ∝ π_ref e^{θ·φ/β}, θ ∈ ``feature_box``} can achieve: every π_θ is uniform
+    within each cluster (π_θ(y)/π_θ(cluster) = π_ref(y)/π_ref(cluster)), where u averages
+    to zero, so J_β(π_θ) is the same on this instance as on the realizable one (δ = 0, same
+    seed: same π_ref, clusters and θ*). Hence the best policy in the class is π_{θ*} — the
+    soft optimum π*₀ of the realizable instance (θ* lies in the box) — and its regret here
+    is the class's floor, for every β and every algorithm
 
         min_{π∈Π} J_β(π*) − J_β(π) = E_ρ [V*_δ(x) − V*_0(x)]
             = β E_ρ log(Σ_k w_k(x) c_k(x) / Σ_k w_k(x)) ∈ (0, β log cosh(δ/β)] ⊂ (0, δ),
