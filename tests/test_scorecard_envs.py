@@ -546,3 +546,11 @@ def test_rewards_beyond_the_range_name_the_argument(build, kwargs, name):
 def test_reward_range_edges_still_build():
     assert envs.bandit_needle(3, 0.1, reward_scale=2.0**1021).reward.max() == 2.0**1021
     assert envs.combination_lock(3, 2, 0.5, reward_scale=2.0**1021, diabolical=True).reward.max() == 2.0**1021
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "two_arm_needle"])
+@pytest.mark.parametrize("seed", [[2], (2, 3), "2", True, 2.5, -1, np.random.RandomState(0)], ids=repr)
+def test_seed_refuses_what_is_not_an_int_none_or_a_generator(family, seed):
+    build, kwargs = FAMILIES[family]
+    with pytest.raises(ValueError, match="seed"):
+        build(**kwargs, seed=seed)
