@@ -204,6 +204,23 @@ def suite(quick: bool = False) -> tuple[Experiment, ...]:
             "bandit_needle", "n_prompts",
             tuple(Setting(k, dict(n_responses=8, eps=1e-2, n_prompts=k), 0.1) for k in (1, 4, 16, 64)),
             rounds=100, quick_settings=(0, 1), quick_rounds=10),
+        Experiment(
+            "diabolical_lock_depth", "depth",
+            "combination_lock(H, vocab 4, p_correct = 0.5, diabolical): reward only for the full correct "
+            "sequence, a small distractor reward (δ = 0.1, more for an earlier exit) for leaving the path; "
+            "π_ref's mass on the optimum is 2^−H, H = 2 … 10; linear class (realizable)",
+            "combination_lock", "horizon",
+            tuple(Setting(h, dict(horizon=h, vocab=4, p_correct=0.5, diabolical=True), 0.1) for h in (2, 4, 6, 8, 10)),
+            policy="linear", rounds=64, quick_settings=(0, 1), quick_rounds=8),
+        Experiment(
+            "misspecified_features", "misspecification",
+            "feature_bandit(100, d = 8, ε = 10⁻², misspecification δ): a reward component of size δ orthogonal "
+            "to the features, δ = 0 … 0.3 (the best policy of the class keeps a regret below 6% of π_ref's); "
+            "linear class",
+            "feature_bandit", "misspecification",
+            tuple(Setting(m, dict(n_responses=100, d=8, eps=1e-2, misspecification=m), 0.1)
+                  for m in (0.0, 0.1, 0.2, 0.3)),
+            policy="linear", rounds=32, seeds=6, quick_settings=(0, 3), quick_rounds=6),
     )
 
 
