@@ -136,7 +136,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import xpo_sim
-from xpo_sim import losses
+from xpo_sim import checks, losses
 from xpo_sim.policies import POLICY_CLASSES, ImplicitRewardClass
 from xpo_sim.solvers import ConvergenceWarning
 
@@ -1085,6 +1085,10 @@ def main(argv=None):
         args.long_rounds = QUICK_LONG_ROUNDS if quick else LONG_ROUNDS
     if args.long_rounds < 10:
         parser.error("--long-rounds must be >= 10")
+    try:  # a length whose rows cannot fit, before minutes of the other parts
+        checks.rounds_fit("--long-rounds", args.long_rounds)
+    except ValueError as err:
+        parser.error(str(err))
     if args.adam_steps is None:
         args.adam_steps = 80 if quick else 5_000
     if args.adam_seconds is None:

@@ -72,7 +72,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import xpo_sim  # noqa: E402
-from xpo_sim import XPO, OnlineDPO, envs  # noqa: E402
+from xpo_sim import XPO, OnlineDPO, checks, envs  # noqa: E402
 from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.plotting import plot_regret_curves  # noqa: E402
 from xpo_sim.sweep import check_output_file, check_output_folder  # noqa: E402
@@ -172,6 +172,11 @@ def parse_args(argv=None):
     for name in ("seeds", "rounds", "steps", "eval_every", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:  # sizes that cannot be waited for or cannot fit, before minutes of distillation
+        checks.seeds("--seeds", args.seeds)
+        checks.rounds_fit("--rounds", args.rounds)
+    except ValueError as err:
+        parser.error(str(err))
     if args.distill_steps < 0:
         parser.error("--distill-steps must be >= 0")
     if not 0 < args.eps < 1:

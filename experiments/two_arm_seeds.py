@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 import xpo_sim
-from xpo_sim import envs
+from xpo_sim import checks, envs
 
 ALGORITHMS = [
     ("XPO, α = 0.01 (default)", xpo_sim.XPO()),
@@ -32,8 +32,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=100, help="seeds per algorithm and β (default 100)")
     parser.add_argument("--rounds", type=int, default=50, help="rounds (= preference queries) per run (default 50)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.rounds < 1:
-        parser.error("--seeds and --rounds must be at least 1")
+    try:
+        checks.seeds("--seeds", args.seeds)
+        checks.rounds_fit("--rounds", args.rounds)
+    except ValueError as err:
+        parser.error(str(err))
     print("| β | algorithm | final regret ≤ 10% of π_ref's | best iterate ≤ 10% | final regret > π_ref's |")
     print("|---|---|---|---|---|")
     for beta in (0.2, 0.1):

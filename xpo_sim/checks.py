@@ -209,3 +209,65 @@ def responses_fit(name: str, value, n_responses: int, what: str = "one round's s
 
 
 __all__ += ["responses_fit"]
+
+
+def token_mdp(value, name: str = "mdp"):
+    """``value`` itself when it is a :class:`~xpo_sim.mdp.TokenMDP`, else a ValueError naming
+    ``name`` and the type it got (not an AttributeError from inside)."""
+    from xpo_sim.mdp import TokenMDP  # imported on use: this module stays free of package imports
+
+    if not isinstance(value, TokenMDP):
+        raise ValueError(f"{name} must be a TokenMDP, got {type(value).__name__}")
+    return value
+
+
+__all__ += ["token_mdp"]
+
+
+def auto_boolean(name: str, value) -> bool | str:
+    """``value`` as True, False or the string ``"auto"`` (a switch whose default decides by
+    size, e.g. ``progress``); not ``'yes'``, not 0/1."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True, False or 'auto', got {value!r}")
+    return bool(value)
+
+
+__all__ += ["auto_boolean"]
+
+
+# Bytes of one round of a run at the least (its row of metrics and its bookkeeping).
+ROUND_BYTES = 256
+
+
+def rounds_fit(name: str, value) -> int:
+    """``value`` as an int >= 1 whose run's per-round rows (at least :data:`ROUND_BYTES` each)
+    fit in the memory (:func:`memory`); the one check of a run's length, shared by
+    :func:`xpo_sim.run` and the scripts' ``--rounds``-like flags."""
+    rounds = integer(name, value, minimum=1)
+    memory(name, value, (rounds + 1) * ROUND_BYTES,
+           f"the run's per-round rows and bookkeeping (at least {ROUND_BYTES} bytes a round)")
+    return rounds
+
+
+__all__ += ["rounds_fit"]
+
+
+# The most seeds (replicates) a script accepts: each adds a run at every grid point.
+MAX_SEEDS = 10_000
+
+
+def seeds(name: str, value) -> int:
+    """A script's seed count as an int in [1, :data:`MAX_SEEDS`] (a billion seeds is not a
+    sweep anyone can wait for, and would hang building the configs)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int in [1, {MAX_SEEDS}], got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    if value > MAX_SEEDS:
+        raise ValueError(f"{name} must be at most {MAX_SEEDS} (each seed adds a run at every grid point), got {value}")
+    return int(value)
+
+
+__all__ += ["seeds"]

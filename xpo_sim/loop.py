@@ -51,7 +51,7 @@ __all__ = ["run", "LARGE_INSTANCE", "SAME_AS_REF_TOL"]
 LARGE_INSTANCE = 1_000_000
 """State-action count from which ``progress="auto"`` reports each stage of a run."""
 
-ROUND_BYTES = 256
+ROUND_BYTES = checks.ROUND_BYTES
 """A lower bound on the memory one round's row and bookkeeping take (rounds that cannot fit are refused)."""
 
 SAME_AS_REF_TOL = 1e-12
@@ -149,25 +149,31 @@ class _DrawLogProbs:
 
 
 class _Progress:
-    """Progress on stderr: a tqdm bar over the rounds, and a line per stage of a large run."""
+    """Progress on stderr: a tqdm bar over the steps of a long computation (the rounds of a
+    run, the maximizations of :func:`xpo_sim.coverability`), and a line per stage, headed
+    ``<caller> [<name>, <size>, <elapsed> s]``; silent unless ``show``."""
 
-    def __init__(self, progress, mdp: TokenMDP, algorithm: Algorithm, rounds: int):
-        if progress not in (True, False, "auto"):
-            raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
-        if progress == "auto":
-            progress = mdp.n_state_actions >= LARGE_INSTANCE
-        self.name, self.size = algorithm.name, f"{mdp.n_state_actions:.3g} state-actions"
+    def __init__(self, show: bool, caller: str, name: str, size: str, total: int, initial: int = 0):
+        self.caller, self.name, self.size = caller, name, size
         self.start = time.perf_counter()
         self.bar = None  # a tqdm bar while progress is shown
-        if progress:
+        if show:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=rounds, desc=algorithm.name, leave=False, file=sys.stderr, mininterval=1.0)
+            self.bar = tqdm(total=total, initial=initial, desc=name, leave=False, file=sys.stderr, mininterval=1.0)
+
+    @classmethod
+    def of_run(cls, progress, mdp: TokenMDP, algorithm: Algorithm, rounds: int) -> "_Progress":
+        """The progress of :func:`run` (``progress``: True, False or "auto" = large instances)."""
+        progress = checks.auto_boolean("progress", progress)
+        if progress == "auto":
+            progress = mdp.n_state_actions >= LARGE_INSTANCE
+        return cls(progress, "xpo_sim.run", algorithm.name, f"{mdp.n_state_actions:.3g} state-actions", rounds)
 
     def stage(self, text: str) -> None:
         if self.bar is not None:
             elapsed = time.perf_counter() - self.start
-            self.bar.write(f"xpo_sim.run [{self.name}, {self.size}, {elapsed:.1f} s]: {text}", file=sys.stderr)
+            self.bar.write(f"{self.caller} [{self.name}, {self.size}, {elapsed:.1f} s]: {text}", file=sys.stderr)
 
     def advance(self) -> None:
         if self.bar is not None:
@@ -242,8 +248,7 @@ def run(
     policy_class, beta = _build_policy_class(mdp, beta, policy, policy_options)
     _check_built_for(mdp, beta)
     rounds = algorithm.total_rounds(checks.integer("rounds", rounds, minimum=1))
-    checks.memory("rounds", rounds, (rounds + 1) * ROUND_BYTES,
-                  f"the run's per-round rows and bookkeeping (at least {ROUND_BYTES} bytes a round)")
+    checks.rounds_fit("rounds", rounds)
     eval_every = checks.integer("eval_every", eval_every, minimum=1)
     max_enumerate = checks.integer("max_enumerate", max_enumerate, minimum=0)
     for name in algorithm.samplers:  # every declared sampler exists (ValueError naming an unknown one)
@@ -261,7 +266,7 @@ def run(
         start_run(rng)  # e.g. the transformer seeds its torch generator from the run's stream
 
     started = time.perf_counter()
-    progress = _Progress(progress, mdp, algorithm, rounds)
+    progress = _Progress.of_run(progress, mdp, algorithm, rounds)
     progress.stage("solving the optimum π* exactly")
     recorder = RunRecorder(mdp, beta, algorithm.name, recorded, max_enumerate)
     tracker = recorder.tracker

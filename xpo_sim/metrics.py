@@ -18,12 +18,14 @@ distinct trajectory-feature vector).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import Bounds, minimize
+from threadpoolctl import threadpool_limits
 
 from xpo_sim import checks
 from xpo_sim._kernels import soft as _soft_kernels
@@ -109,8 +111,7 @@ def policy_regret(mdp: TokenMDP, logp, solution: SoftSolution) -> float:
     Raises ValueError when ``solution`` does not fit ``mdp`` or ``logp`` is not a policy table
     (wrong shape, NaN/+inf entries, a row that does not sum to 1 within POLICY_TOL).
     """
-    if not isinstance(mdp, TokenMDP):
-        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    checks.token_mdp(mdp)
     shape = (mdp.n_states, mdp.n_actions)
     if not isinstance(solution, SoftSolution):
         raise ValueError(f"solution must be a SoftSolution (from solve_soft), got {type(solution).__name__}")
@@ -151,8 +152,7 @@ def seen_mass(mdp: TokenMDP, logp, batch: TrajectoryBatch) -> float:
     """E_{s₀∼ρ} π(responses in ``batch`` | s₀) for a batch of *distinct* trajectories, e.g.
     the π*-mass on the responses present in the data. Raises ValueError when ``batch`` is not
     a batch of trajectories of ``mdp`` (:meth:`~xpo_sim.mdp.TokenMDP.check_batch`)."""
-    if not isinstance(mdp, TokenMDP):
-        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
+    checks.token_mdp(mdp)
     return _seen_mass(mdp, mdp.check_policy(logp), mdp.check_batch(batch))
 
 
@@ -235,8 +235,17 @@ class CoverabilityDetails:
 _GAP_TOL = 1e-9
 
 
+# coverability's time limit (max_seconds), the estimate above which progress="auto" shows a
+# bar, and how long the first maximizations are timed before the estimate is made
+COVERABILITY_MAX_SECONDS = 3600.0
+COVERABILITY_PROGRESS_SECONDS = 10.0
+COVERABILITY_SAMPLE_SECONDS = 2.0
+_SAMPLE_SOLVES = 20
+
+
 def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None, box=None,
-                 support: str = "auto", max_trajectories: int = 1_000_000, return_details: bool = False):
+                 support: str = "auto", max_trajectories: int = 1_000_000, return_details: bool = False,
+                 progress: bool | str = "auto", max_seconds: float | None = COVERABILITY_MAX_SECONDS):
     r"""Exact coverability C_cov(Π) of a reward class Π = {π_θ : θ ∈ [lo, hi]^d}, by
     enumerating every trajectory.
 
@@ -314,6 +323,16 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
         Refuse (ValueError) to enumerate more trajectories than this.
     return_details : bool
         Return a :class:`CoverabilityDetails` instead of the float.
+    progress : True, False or "auto"
+        A bar over the numerical maximizations on stderr, headed by the time they are
+        estimated to take; "auto" (default): when that estimate is at least
+        :data:`COVERABILITY_PROGRESS_SECONDS`.
+    max_seconds : float or None
+        Refuse (ValueError, within seconds of the start) a computation estimated to take
+        longer than this: each numerical maximization sweeps the whole MDP many times, so a
+        large instance whose classes need them (e.g. random features: one per trajectory)
+        can take hours though it fits ``max_trajectories``. The estimate times the first
+        maximizations (:data:`COVERABILITY_SAMPLE_SECONDS`). None: no limit.
 
     Returns
     -------
@@ -321,6 +340,12 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
         C_cov(Π) ≥ 1 (1 exactly when the class is a single policy), at most the largest
         number of distinct Φ(τ) of a prompt; or the details.
     """
+    checks.token_mdp(mdp)
+    max_trajectories = checks.integer("max_trajectories", max_trajectories, minimum=1)
+    return_details = checks.boolean("return_details", return_details)
+    progress = checks.auto_boolean("progress", progress)
+    if max_seconds is not None:
+        max_seconds = checks.positive("max_seconds", max_seconds)
     cls = _reward_class(mdp, beta, policy, features, box, support)
     beta = cls.beta
     lo, hi = (float(b) for b in cls.box)
@@ -349,20 +374,31 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     log_gain = np.empty(n_groups)
     gaps = np.empty(n_groups)
     n_optimized = 0
-    for x in np.unique(group_start):
-        members = np.flatnonzero(group_start == x)
-        block = phi_rep[members]
-        col_max = block.max(axis=0).toarray().ravel()
-        col_min = block.min(axis=0).toarray().ravel()
-        if dense is not None:
-            block = dense[members]
-        for g in members:
-            row = dense[g] if dense is not None else phi_rep[g].toarray().ravel()
-            r = rep[g]
-            path = (batch.states[r, : batch.lengths[r]], batch.actions[r, : batch.lengths[r]])
-            log_gain[g], gaps[g], optimized = solver.solve(int(x), row, col_max, col_min, lo, hi, block,
-                                                           log_mass[members], path)
-            n_optimized += optimized
+    prompts = np.unique(group_start)
+    numeric = _needs_optimizer(group_start, phi_rep, prompts, lo, hi)
+    clock = _CoverabilityClock(int(numeric.sum()), n_groups, cls, progress, max_seconds, max_trajectories)
+    # L-BFGS-B's small dense algebra through a multi-threaded BLAS spends most of its time
+    # synchronizing threads (12x slower on a 2-core machine), as in xpo_sim.run
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            for x in prompts:
+                members = np.flatnonzero(group_start == x)
+                block = phi_rep[members]
+                col_max = block.max(axis=0).toarray().ravel()
+                col_min = block.min(axis=0).toarray().ravel()
+                if dense is not None:
+                    block = dense[members]
+                for g in members:
+                    row = dense[g] if dense is not None else phi_rep[g].toarray().ravel()
+                    r = rep[g]
+                    path = (batch.states[r, : batch.lengths[r]], batch.actions[r, : batch.lengths[r]])
+                    log_gain[g], gaps[g], optimized = solver.solve(int(x), row, col_max, col_min, lo, hi, block,
+                                                                   log_mass[members], path)
+                    n_optimized += optimized
+                    if optimized:
+                        clock.advance()
+    finally:
+        clock.close()
 
     max_gap = float(gaps.max()) if n_groups else 0.0
     if max_gap > _GAP_TOL:
@@ -386,6 +422,96 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     return CoverabilityDetails(value=value, per_prompt=per_prompt, rho_mean=rho_mean, batch=batch,
                                sup_prob=sup_prob, group=group, n_groups=int(n_groups),
                                n_optimized=int(n_optimized), max_gap=max_gap)
+
+
+def _needs_optimizer(group_start: np.ndarray, phi_rep: sp.csr_matrix, prompts: np.ndarray, lo: float,
+                     hi: float) -> np.ndarray:
+    """Which groups :meth:`_SupSolver.solve` maximizes numerically: those with a coordinate
+    strictly inside its prompt's range of values (the others are fixed by dominance), found
+    from the stored entries and the implicit zeros of each prompt's rows, without a solve."""
+    numeric = np.zeros(group_start.size, dtype=bool)
+    if not hi > lo:
+        return numeric
+    for x in prompts:
+        members = np.flatnonzero(group_start == x)
+        block = phi_rep[members].tocsr()
+        col_max = block.max(axis=0).toarray().ravel()
+        col_min = block.min(axis=0).toarray().ravel()
+        rows = np.repeat(np.arange(members.size), np.diff(block.indptr))
+        cols = block.indices
+        inside = (block.data > col_min[cols]) & (block.data < col_max[cols])
+        free = np.bincount(rows[inside], minlength=members.size) > 0
+        # an implicit 0 is free in a column whose values straddle 0
+        straddle = (col_min < 0) & (col_max > 0)
+        n_straddle = int(straddle.sum())
+        if n_straddle:
+            stored = np.bincount(rows, weights=straddle[cols], minlength=members.size)
+            free |= stored < n_straddle
+        numeric[members] = free
+    return numeric
+
+
+class _CoverabilityClock:
+    """Times :func:`coverability`'s numerical maximizations: after the first ones (up to
+    :data:`COVERABILITY_SAMPLE_SECONDS` or a few solves) it estimates the total, refuses it
+    above ``max_seconds`` and shows a bar (``xpo_sim.loop._Progress``) when asked to, or by
+    default when the estimate is at least :data:`COVERABILITY_PROGRESS_SECONDS`."""
+
+    def __init__(self, total: int, n_groups: int, cls, progress, max_seconds, max_trajectories: int):
+        self.total, self.n_groups, self.done = total, n_groups, 0
+        self.progress, self.max_seconds, self.max_trajectories = progress, max_seconds, max_trajectories
+        self.name = f"coverability of the {getattr(cls, 'name', type(cls).__name__)} class"
+        self.start = time.perf_counter()
+        self.estimate = None  # seconds, once the first maximizations are timed
+        self.bar = None
+        if progress is True and total:
+            self._show()
+
+    def _show(self) -> None:
+        from xpo_sim.loop import _Progress
+
+        self.bar = _Progress(True, "xpo_sim.coverability", self.name,
+                             f"{self.total:,} of {self.n_groups:,} groups maximized numerically", self.total,
+                             initial=self.done)
+        self.bar.start = self.start  # its lines count from the first maximization
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.advance()
+        if self.estimate is not None:
+            return
+        elapsed = time.perf_counter() - self.start
+        if self.done < min(self.total, _SAMPLE_SOLVES) and elapsed < COVERABILITY_SAMPLE_SECONDS:
+            return
+        self.estimate = elapsed / self.done * self.total
+        if self.max_seconds is not None and self.estimate > self.max_seconds:
+            self.close()
+            raise ValueError(
+                f"coverability would take about {_duration(self.estimate)} on this machine: {self.total:,} of its "
+                f"{self.n_groups:,} (prompt, feature) groups need a numerical maximization, each sweeping the whole "
+                f"MDP many times ({elapsed / self.done:.3g} s each over the first {self.done}), more than "
+                f"max_seconds={self.max_seconds:g}. Pass max_seconds=None (or a larger limit) to run it anyway, or "
+                f"measure a smaller instance (max_trajectories={self.max_trajectories:,} bounds only the number of "
+                f"trajectories enumerated)")
+        if self.bar is None and self.progress == "auto" and self.estimate >= COVERABILITY_PROGRESS_SECONDS:
+            self._show()
+        if self.bar is not None:
+            self.bar.stage(f"{self.total:,} numerical maximizations, about {_duration(self.estimate)} in all "
+                           f"(estimated from the first {self.done})")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _sum_by(keys: np.ndarray, values: np.ndarray):
@@ -620,7 +746,14 @@ def theory_alpha(beta: float, c_cov: float, n_params: int, total_queries: int, s
     r"""The theory's scaling of XPO's bonus weight, α = scale · β · √(log(|Π| T) / (C_cov T))
     (Xie et al. 2024, in the form docs/theory.md ("Coverability") gives; the paper's constant factors are not
     included), with T preference queries and the proxy log|Π| = n_params · log T for a
-    tabular class (a grid of T values per parameter)."""
-    t = float(total_queries)
+    tabular class (a grid of T values per parameter). ``beta`` in the exact range
+    (:func:`xpo_sim.checks.beta`), ``c_cov`` and ``scale`` positive numbers (C_cov ≥ 1 up to
+    rounding), ``n_params`` and ``total_queries`` ints ≥ 1; anything else is a ValueError
+    naming it."""
+    beta = checks.beta(beta)
+    c_cov = checks.positive("c_cov", c_cov)
+    n_params = checks.integer("n_params", n_params, minimum=1)
+    t = float(checks.integer("total_queries", total_queries, minimum=1))
+    scale = checks.positive("scale", scale)
     log_class = n_params * math.log(t)
     return float(scale * beta * math.sqrt((log_class + math.log(t)) / (c_cov * t)))

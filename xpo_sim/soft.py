@@ -81,9 +81,7 @@ class PolicyEvaluation:
 
 
 def _check_mdp(mdp) -> TokenMDP:
-    if not isinstance(mdp, TokenMDP):
-        raise ValueError(f"mdp must be a TokenMDP, got {type(mdp).__name__}")
-    return mdp
+    return checks.token_mdp(mdp)
 
 
 def _output_arrays(out, shapes, names, what, inputs=()):

@@ -1040,7 +1040,7 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
 
 # ----------------------------------------------------------------------------- command line
 
-MAX_SEEDS = 10_000
+MAX_SEEDS = checks.MAX_SEEDS
 """The most ``--seeds`` a sweep script accepts (each seed adds one run per grid point)."""
 
 _IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -1134,10 +1134,11 @@ def check_sweep_arguments(parser, args) -> None:
     file, a dangling symbolic link, or cannot be written or created (``--out``'s ``shards``
     folder too, if it exists; ``--out/summary.csv`` must not be a folder, nor any existing
     image name in ``--figures``, such as ``coverage_queries.png``)."""
-    if args.seeds is not None and args.seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {args.seeds}")
-    if args.seeds is not None and args.seeds > MAX_SEEDS:
-        parser.error(f"--seeds must be at most {MAX_SEEDS} (each seed adds a run at every grid point), got {args.seeds}")
+    if args.seeds is not None:
+        try:
+            checks.seeds("--seeds", args.seeds)
+        except ValueError as err:
+            parser.error(str(err))
     if args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.dask_local < 0:

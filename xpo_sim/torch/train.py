@@ -319,6 +319,7 @@ def train(
     ``device`` and ``precision``."""
     if not isinstance(policy, TinyTransformerPolicy):
         raise ValueError(f"policy must be a TinyTransformerPolicy, got {type(policy).__name__}")
+    track_concentrability = checks.boolean("track_concentrability", track_concentrability)
     df = run(mdp, algorithm, beta, rounds, seed, policy=policy, oracle=oracle, eval_every=eval_every,
              max_enumerate=max_enumerate if track_concentrability else 0, progress=progress,
              reference=reference, steps=steps, lr=lr, minibatch=minibatch, device=device, precision=precision)
