@@ -232,3 +232,66 @@ def test_seeds_is_one_check_for_every_script():
     for value, message in ((0, "at least 1"), (checks.MAX_SEEDS + 1, "at most"), (True, "an int"), (2.0, "an int")):
         with pytest.raises(ValueError, match=message):
             checks.seeds("--seeds", value)
+
+
+# ------------------------------------------------------------- a dask scheduler that dies
+def test_a_dead_scheduler_leaves_one_line_not_distributed_s_tracebacks(tmp_path, capsys, monkeypatch):
+    """With a real scheduler killed mid-sweep the one-line error came after a page of
+    CommClosedError/CancelledError tracebacks that distributed.client logs while the client
+    is closed (its reconnect attempts). The distributed loggers are quiet during that
+    teardown, and get their levels back after."""
+    import contextlib
+    import logging
+    from concurrent.futures import Executor, Future
+
+    distributed = pytest.importorskip("dask.distributed")
+    from xpo_sim import sweep
+
+    class Cancelling(Executor):  # the first run finishes, then the scheduler is gone
+        jobs = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.jobs += 1
+            future = Future()
+            if self.jobs == 1:
+                future.set_result(fn(*args, **kwargs))
+            else:
+                future.cancel()
+                future.set_running_or_notify_cancel()
+            return future
+
+    class DyingClient(contextlib.AbstractContextManager):
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait_for_workers(self, n, timeout):
+            pass
+
+        def get_executor(self):
+            return Cancelling()
+
+        def __exit__(self, *exc):  # closing: the reconnect attempts fail, and distributed says so
+            logging.getLogger("distributed.client").error("Traceback (most recent call last): CommClosedError")
+            return False
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.addHandler(handler)
+    try:
+        monkeypatch.setattr(distributed, "Client", DyingClient)
+        monkeypatch.setattr(sweep, "_probe_scheduler", lambda address, timeout: None)
+        configs = [sweep.RunConfig("bandit_needle", "XPO", 0.1, 2, replicate=r,
+                                   instance_args=dict(n_responses=3, eps=0.1, seed=r)) for r in range(3)]
+        args = sweep.parse_sweep_args("probe", str(tmp_path), ["--scheduler", "tcp://127.0.0.1:8786"])
+        with pytest.raises(SystemExit) as exit_:
+            sweep.execute_sweep(configs, args)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "went away mid-sweep" in err and "1 of 3" in err
+    assert [r.getMessage() for r in records] == []
+    assert logger.level == level
+    logger.error("after the sweep")  # the logger works again

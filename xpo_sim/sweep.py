@@ -29,6 +29,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -975,6 +976,35 @@ def _check_workers(name: str, value) -> int:
 
 
 @contextlib.contextmanager
+def _quiet_dask_teardown():
+    """Yield ``quiet``, a context manager to wrap the use of a dask client: when the work inside
+    ends as a dead scheduler ends it (:func:`_dask_failure`), the ``distributed`` loggers are
+    silenced until this context exits, so that closing the client does not print a page of
+    CommClosedError/CancelledError tracebacks from its reconnect attempts before the sweep's
+    one-line error (:func:`execute_sweep`). The loggers' levels are restored on exit."""
+    saved: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def quiet():
+        try:
+            yield
+        except BaseException as err:
+            if _dask_failure(err) and not saved:
+                names = ["distributed"] + [n for n in list(logging.root.manager.loggerDict) if n.startswith("distributed.")]
+                for name in names:
+                    logger = logging.getLogger(name)
+                    saved[name] = logger.level
+                    logger.setLevel(logging.CRITICAL + 1)
+            raise
+
+    try:
+        yield quiet
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
 def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: int = 0, *,
                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                   worker_timeout: float = DEFAULT_WORKER_TIMEOUT) -> Iterator[Executor]:
@@ -1016,7 +1046,7 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
             except (OSError, TimeoutError, ValueError, MemoryError) as err:
                 raise SchedulerError(f"could not connect a dask client to the scheduler at {scheduler!r}: "
                                      f"{type(err).__name__}: {err}") from None
-            with client:
+            with _quiet_dask_teardown() as quiet, client:
                 try:
                     client.wait_for_workers(1, timeout=worker_timeout)
                 except (TimeoutError, asyncio.TimeoutError):
@@ -1024,10 +1054,12 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
                         f"no dask worker joined the scheduler at {scheduler!r} within {worker_timeout:g} s, so "
                         f"nothing could run: start workers (dask worker {scheduler}) or allow them more time "
                         f"(--worker-timeout)") from None
-                yield client.get_executor()
+                with quiet():
+                    yield client.get_executor()
         else:
-            with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
+            with _quiet_dask_teardown() as quiet, LocalCluster(n_workers=dask_local, threads_per_worker=1,
+                                                               processes=True, dashboard_address=None) as cluster, \
+                    Client(cluster) as client, quiet():
                 yield client.get_executor()
         return
     if workers == 1:
