@@ -194,3 +194,24 @@ def test_cli_usage_errors(tmp_path):
         result = subprocess.run([sys.executable, "experiments/scorecard.py", "--out", str(tmp_path), *args],
                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and match in result.stderr, result.stderr
+
+
+def test_an_algorithm_that_cannot_run_a_large_setting_is_not_applicable():
+    # SE-POPO enumerates responses: the lock at H = 10 has 4^10 > max_enumerate of them. The
+    # check covers every setting run, not only the smallest (a full --all run crashed on it).
+    configs, skipped = scorecard.plan([scorecard.entry("SEPOPO")], experiments=["diabolical_lock_depth"])
+    assert not configs
+    assert len(skipped) == 1 and skipped[0][2].startswith("not applicable") and "max_enumerate" in skipped[0][2]
+    quick_configs, quick_skipped = scorecard.plan([scorecard.entry("SEPOPO")], quick=True,
+                                                  experiments=["diabolical_lock_depth"])
+    assert quick_configs and not quick_skipped  # the quick settings (H = 2, 4) can be enumerated
+
+
+def test_label_colors_never_repeat_for_a_full_leaderboard():
+    from xpo_sim.plotting import label_colors
+
+    labels = [e.label for e in scorecard.builtin_entries()] + ["StayAtReference", "ReportOptimum"]
+    colors = label_colors(labels)
+    assert len(set(colors.values())) == len(labels)  # 16 algorithms: the 8-colour palette repeated
+    few = label_colors(["XPO", "OnlineDPO"])
+    assert few == {"XPO": "#d62728", "OnlineDPO": "#1f77b4"}  # small figures keep their colours

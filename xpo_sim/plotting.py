@@ -57,7 +57,17 @@ def _query_stats(per_run, x: str):
 def label_colors(labels) -> dict[str, str]:
     """A stable colour per algorithm label (XPO variants first, in red tones)."""
     ordered = sorted(dict.fromkeys(labels), key=lambda s: (not s.startswith("XPO"), s))
-    return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(ordered)}
+    palette = _PALETTE
+    if len(ordered) > len(_PALETTE):  # no colour twice: matplotlib's 20 categorical colours
+        from matplotlib import colormaps
+
+        palette = [_hex(c) for c in colormaps["tab20"].colors]
+    return {label: palette[i % len(palette)] for i, label in enumerate(ordered)}
+
+
+def _hex(rgb) -> str:
+    """An (r, g, b) triple in [0, 1] as a hex colour string."""
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb[:3])
 
 
 def _pyplot():

@@ -348,8 +348,10 @@ def _parse_group(group: str) -> tuple[str, int]:
     return name, int(index)
 
 
-def _policy_for(entry_: Entry, exp: Experiment) -> tuple[str | None, str]:
-    """The policy class ``entry_`` runs ``exp`` with, or (None, why not)."""
+def _policy_for(entry_: Entry, exp: Experiment, quick: bool) -> tuple[str | None, str]:
+    """The policy class ``entry_`` runs ``exp`` with — the first candidate the algorithm
+    accepts (:meth:`~xpo_sim.Algorithm.check_compatible`) on every setting run — or
+    (None, why not)."""
     from xpo_sim.policies import make_policy_class
     from xpo_sim.sweep import RunConfig, algorithm_class, make_instance
 
@@ -357,18 +359,19 @@ def _policy_for(entry_: Entry, exp: Experiment) -> tuple[str | None, str]:
         candidates = (entry_.policy,) if entry_.policy else TABULAR_CLASSES
     else:
         candidates = (exp.policy,)
-    setting = exp.settings[exp.quick_settings[0]]
-    algorithm = algorithm_class(_algorithm_spec(entry_.algorithm))(**dict(entry_.algorithm_args, batch=exp.batch))
+    algorithm_args = dict(entry_.algorithm_args, batch=exp.batch)
+    algorithm = algorithm_class(_algorithm_spec(entry_.algorithm))(**algorithm_args)
     reasons = []
     for policy in candidates:
         if specs.is_spec(policy):
             return policy, ""
-        probe = RunConfig(instance=exp.instance, algorithm=_algorithm_spec(entry_.algorithm), beta=setting.beta,
-                          rounds=1, instance_args=_instance_args(exp, setting, 0),
-                          algorithm_args=dict(entry_.algorithm_args, batch=exp.batch), policy=policy)
-        mdp = make_instance(probe)
         try:
-            algorithm.check_compatible(make_policy_class(mdp, setting.beta, policy, **exp.run_args), mdp)
+            for _, setting in exp.chosen_settings(quick):
+                probe = RunConfig(instance=exp.instance, algorithm=_algorithm_spec(entry_.algorithm),
+                                  beta=setting.beta, rounds=1, instance_args=_instance_args(exp, setting, 0),
+                                  algorithm_args=algorithm_args, policy=policy)
+                mdp = make_instance(probe)
+                algorithm.check_compatible(make_policy_class(mdp, setting.beta, policy, **exp.run_args), mdp)
         except ValueError as err:
             reasons.append(f"{policy}: {err}")
             continue
@@ -499,7 +502,7 @@ def plan(entries: Sequence[Entry], *, quick: bool = False, seeds: int | None = N
             if exp.property == "transformer" and not _transformer_available():
                 skipped.append((entry_.label, exp.name, "not run: needs the torch extra"))
                 continue
-            policy, why = _policy_for(entry_, exp)
+            policy, why = _policy_for(entry_, exp, quick)
             if policy is None:
                 skipped.append((entry_.label, exp.name, f"not applicable: {why}"))
                 continue
