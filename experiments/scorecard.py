@@ -98,7 +98,9 @@ def main(argv=None) -> int:
             plot_scorecard_radar(table, title).savefig(figures / "scorecard_radar.png", dpi=120, bbox_inches="tight")
         plot_scorecard_bars(table, title).savefig(figures / "scorecard_bars.png", dpi=120, bbox_inches="tight")
         if len(settings):
-            plot_scorecard_experiments(settings).savefig(figures / "scorecard_experiments.png", dpi=110, bbox_inches="tight")
+            order = [e.name for e in scorecard.suite() if e.name in set(settings.experiment)]
+            plot_scorecard_experiments(settings, order).savefig(figures / "scorecard_experiments.png", dpi=110,
+                                                                bbox_inches="tight")
     except OSError as err:
         print(f"error: could not write {err.filename or args.out}: {err.strerror or err} (every run's shard is "
               f"complete in --out {args.out}: a rerun only rewrites the tables and figures)", file=sys.stderr)

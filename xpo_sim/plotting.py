@@ -419,10 +419,13 @@ def plot_scorecard_experiments(settings: pd.DataFrame, experiments=None):
     plt = _pyplot()
     names = list(dict.fromkeys(experiments if experiments is not None else settings.experiment))
     colors = label_colors(settings.algorithm)
-    fig, axes = plt.subplots(2, len(names), figsize=(3.1 * len(names), 5.4), squeeze=False)
-    for col, name in enumerate(names):
+    cols = min(len(names), 5)
+    blocks = -(-len(names) // cols)  # rows of experiments, each a pair of panel rows
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(3.1 * cols, 5.0 * blocks), squeeze=False)
+    for i, name in enumerate(names):
         sub = settings[settings.experiment == name]
-        top, bottom = axes[0, col], axes[1, col]
+        block, col = divmod(i, cols)
+        top, bottom = axes[2 * block, col], axes[2 * block + 1, col]
         no_harm = sub.no_harm.notna().all() and (sub.get("kind", pd.Series(["solved"])) == "no_harm").all()
         for label, group in sub.groupby("algorithm", sort=False):
             group = group.sort_values("value")
@@ -442,6 +445,12 @@ def plot_scorecard_experiments(settings: pd.DataFrame, experiments=None):
         for ax in (top, bottom):
             ax.grid(alpha=0.3, lw=0.5)
             ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=6, frameon=False)
-    fig.tight_layout()
+    for i in range(len(names), blocks * cols):
+        block, col = divmod(i, cols)
+        axes[2 * block, col].axis("off")
+        axes[2 * block + 1, col].axis("off")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (5.0 * blocks)))
     return fig

@@ -23,8 +23,9 @@ So a method that never moves off π_ref scores 0 on every "solved" experiment an
 "do no harm"; one that reports π* scores 1 everywhere (:class:`StayAtReference` and
 :class:`ReportOptimum` are those two ends; the tests pin both). A property's score is the
 mean of its experiments' scores. An experiment an algorithm cannot run (its policy class
-lacks what the algorithm needs, or torch is missing for the transformer) is reported with
-``status`` "not applicable: …" or "not run: …" and a NaN score — never as 0.
+or one of the experiment's instances lacks what the algorithm needs) is reported with
+``status`` "not applicable: …" and a NaN score — never as 0. (Version 1 has no transformer
+experiment; the property is reserved for it.)
 
 Changing any experiment (its instances, settings, budget, seeds or score) means bumping
 :data:`SUITE_VERSION`: the version is part of every run's identity, so results of another
@@ -43,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import tempfile
@@ -133,10 +133,6 @@ class Experiment:
         """(index, setting) pairs run in full or quick mode."""
         indices = self.quick_settings if quick else range(len(self.settings))
         return [(i, self.settings[i]) for i in indices]
-
-    def budget(self, quick: bool) -> int:
-        """Preference queries per run: rounds × pairs per round."""
-        return (self.quick_rounds if quick else self.rounds) * self.batch
 
 
 def _needle_settings(n_responses: int, eps_values, beta: float = 0.1, **extra) -> tuple[Setting, ...]:
@@ -403,10 +399,6 @@ def configs_for(entry_: Entry, exp: Experiment, *, quick: bool = False, seeds: i
     return out
 
 
-def _transformer_available() -> bool:
-    return importlib.util.find_spec("torch") is not None
-
-
 # ----------------------------------------------------------------- scoring
 @functools.lru_cache(maxsize=256)
 def _ref_regret(instance: str, instance_json: str, beta: float) -> float:
@@ -499,9 +491,6 @@ def plan(entries: Sequence[Entry], *, quick: bool = False, seeds: int | None = N
     configs, skipped = [], []
     for entry_ in entries:
         for exp in chosen:
-            if exp.property == "transformer" and not _transformer_available():
-                skipped.append((entry_.label, exp.name, "not run: needs the torch extra"))
-                continue
             policy, why = _policy_for(entry_, exp, quick)
             if policy is None:
                 skipped.append((entry_.label, exp.name, f"not applicable: {why}"))
