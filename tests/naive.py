@@ -419,3 +419,24 @@ def assert_close(actual, expected, scale=0.0, rtol=1e-9, err_msg=""):
         f"{np.argmax(err - tol)}: actual {actual[finite][bad][:5]}, expected {expected[finite][bad][:5]}, "
         f"tol {tol[bad][:5]}"
     )
+
+
+# ----------------------------------------------------------------- intervals
+def bootstrap_slopes(x, curves, aggregate, idx):
+    """For each resample (a row of seed indices ``idx``), the least-squares slope of
+    log(aggregate of the resampled curves) against log x, one np.polyfit at a time."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    curves = np.asarray(curves, dtype=float)
+    out = []
+    for rows in idx:
+        sample = curves[rows]
+        if aggregate == "median":
+            agg = np.median(sample, axis=0)
+        elif aggregate == "geomean":
+            agg = np.exp(np.log(sample).mean(axis=0))
+        else:
+            agg = sample.mean(axis=0)
+        out.append(np.polyfit(np.log(x), np.log(agg), 1)[0])
+    return np.array(out)
