@@ -6,7 +6,7 @@ budget and seeds; a run *solves* a setting when the regret of the policy it repo
 last round is at most 10% of π_ref's, and an experiment's score is the fraction of
 (setting, seed) runs that solved it ("do no harm": the fraction whose final policy is no
 worse than π_ref). Properties: coverage, depth, width, noise, scale, do no harm,
-misspecification, prompts (and the transformer, with the torch extra). The suite's version is
+misspecification, prompts and the transformer (with the torch extra; "not run" without it). The suite's version is
 written beside every score; results of another version are never mixed in.
 
 Algorithms (--algorithm, repeatable): a built-in name (XPO, OnlineDPO, HybridDPO, …; the

@@ -35,7 +35,8 @@ def test_calibration_ends(calibration):
     scores, _, runs = calibration
     assert set(scores.experiment) == {e.name for e in scorecard.suite()}
     ran = scores[scores.status == "ok"]
-    assert len(ran) == 2 * len(scorecard.suite())
+    runnable = [e for e in scorecard.suite() if scorecard.torch_available() or not e.requires_torch]
+    assert len(ran) == 2 * len(runnable)
     stay = ran[ran.algorithm == "StayAtReference"]
     optimum = ran[ran.algorithm == "ReportOptimum"]
     assert (stay[stay.kind == "solved"].score == 0).all()  # never moves: solves nothing
@@ -83,7 +84,8 @@ def _naive_score(exp, algorithm_factory, quick=True):
     return float(np.mean(hits))
 
 
-@pytest.mark.parametrize("name", ["bandit_needle_eps", "teacher_mistakes", "token_needle_no_harm"])
+@pytest.mark.parametrize("name", ["bandit_needle_eps", "teacher_mistakes", "token_needle_no_harm", "teacher_equal",
+                                  "teacher_skip", "teacher_myopic"])
 def test_score_matches_direct_runs(name):
     exp = scorecard.experiment(name)
     got = scorecard.score("XPO", quick=True, experiments=[name])
@@ -99,6 +101,44 @@ def test_executors_agree(tmp_path):
                                  executor=pool)
     pd.testing.assert_frame_equal(serial, pooled)
     pd.testing.assert_frame_equal(serial.attrs["runs"], pooled.attrs["runs"])
+
+
+def test_transformer_is_not_run_without_torch(monkeypatch):
+    monkeypatch.setattr(scorecard, "torch_available", lambda: False)
+    scores = scorecard.score("XPO", quick=True, experiments=["transformer_needle", "two_arm_beta"])
+    row = scores.set_index("experiment").loc["transformer_needle"]
+    assert row.status.startswith("not run") and "torch" in row.status and math.isnan(row.score)
+    table = scorecard.leaderboard(scores)
+    assert math.isnan(table.loc["XPO", "transformer"])  # never a 0
+    assert table.loc["XPO", "overall"] == table.loc["XPO", "coverage"]  # the mean over what ran
+
+
+def test_transformer_score_matches_a_direct_run():
+    pytest.importorskip("torch")
+    from xpo_sim.metrics import regret
+    from xpo_sim.torch import suite
+
+    exp = scorecard.experiment("transformer_needle")
+    got = scorecard.score("OnlineDPO", quick=True, experiments=[exp.name])
+    assert got.status.iloc[0] == "ok"
+    (config,) = scorecard.configs_for(scorecard.entry("OnlineDPO"), exp, quick=True, policy=exp.policy)
+    mdp = suite.distilled_needle(**config.instance_args)
+    policy = suite.transformer_policy(mdp, config.beta, **exp.policy_args)
+    df = xpo_sim.run(mdp, xpo_sim.OnlineDPO(batch=exp.batch), config.beta, exp.quick_rounds, seed=config.seed,
+                     policy=policy, **exp.run_args)
+    ref = regret(mdp, mdp.ref_logp, config.beta)
+    runs = got.attrs["runs"]
+    assert runs.ref_regret.iloc[0] == pytest.approx(ref, rel=1e-12)
+    assert runs.final_regret.iloc[0] == pytest.approx(df.regret.iloc[-1], rel=1e-9)
+    assert got.score.iloc[0] == float(df.regret.iloc[-1] <= 0.1 * ref)
+
+
+def test_transformer_policy_refuses_another_instance():
+    pytest.importorskip("torch")
+    from xpo_sim.torch import suite
+
+    with pytest.raises(ValueError, match="distilled_needle"):
+        suite.transformer_policy(xpo_sim.envs.token_needle(4, 3, 1e-2), 0.1)
 
 
 def test_not_applicable_is_not_zero():

@@ -24,8 +24,12 @@ So a method that never moves off π_ref scores 0 on every "solved" experiment an
 :class:`ReportOptimum` are those two ends; the tests pin both). A property's score is the
 mean of its experiments' scores. An experiment an algorithm cannot run (its policy class
 or one of the experiment's instances lacks what the algorithm needs) is reported with
-``status`` "not applicable: …" and a NaN score — never as 0. (Version 1 has no transformer
-experiment; the property is reserved for it.)
+``status`` "not applicable: …" and a NaN score — never as 0; the transformer experiment,
+without the torch extra installed, is reported as "not run: …" with a NaN score.
+
+Versions: 1 had eight properties (no equal, skip or myopic teacher, no transformer); 2 adds
+the teacher_equal, teacher_skip and teacher_myopic noise experiments and the transformer
+experiment.
 
 Changing any experiment (its instances, settings, budget, seeds or score) means bumping
 :data:`SUITE_VERSION`: the version is part of every run's identity, so results of another
@@ -58,11 +62,11 @@ from xpo_sim import checks, specs
 from xpo_sim.algorithms import Algorithm
 
 __all__ = ["SUITE_VERSION", "SOLVED_FRACTION", "PROPERTIES", "Setting", "Experiment", "Entry", "suite",
-           "experiment", "entry", "builtin_entries", "StayAtReference", "ReportOptimum", "configs_for",
+           "experiment", "entry", "builtin_entries", "torch_available", "StayAtReference", "ReportOptimum", "configs_for",
            "plan", "score", "score_entries", "run_outcomes", "score_results", "property_scores", "leaderboard", "leaderboard_markdown",
            "load_scores", "SCORE_COLUMNS"]
 
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"
 """The suite's version: bump it whenever an experiment changes (it enters every run's identity)."""
 
 SOLVED_FRACTION = 0.1
@@ -119,6 +123,8 @@ class Experiment:
     quick_rounds: int = 10
     quick_seeds: int = 2
     run_args: dict = field(default_factory=dict)
+    policy_args: dict = field(default_factory=dict)
+    requires_torch: bool = False
 
     def __post_init__(self):
         checks.choice("property", self.property, PROPERTIES)
@@ -139,9 +145,17 @@ def _needle_settings(n_responses: int, eps_values, beta: float = 0.1, **extra) -
     return tuple(Setting(eps, dict(n_responses=n_responses, eps=eps, **extra), beta) for eps in eps_values)
 
 
-def _teacher_settings(values, oracle: str, arg: str, **fixed) -> tuple[Setting, ...]:
-    base = dict(n_responses=8, eps=1e-2)
+def _teacher_settings(values, oracle: str, arg: str, base: dict | None = None, **fixed) -> tuple[Setting, ...]:
+    base = dict(n_responses=8, eps=1e-2) if base is None else base
     return tuple(Setting(v, base, 0.1, oracle, dict(fixed, **{arg: v})) for v in values)
+
+
+GRADED_NEEDLE = dict(n_responses=8, eps=1e-2, bad_reward=[0.0, 0.9])
+"""bandit_needle with bad rewards drawn uniformly in [0, 0.9]: the equal and skip teachers
+need scores that differ by less than the whole gap."""
+
+TRANSFORMER_POLICY = "xpo_sim.torch.suite:transformer_policy"
+TRANSFORMER_INSTANCE = "xpo_sim.torch.suite:distilled_needle"
 
 
 @functools.lru_cache(maxsize=2)
@@ -181,6 +195,30 @@ def suite(quick: bool = False) -> tuple[Experiment, ...]:
             "bandit_needle", "rationality", _teacher_settings((4.0, 1.0, 0.5, 0.25), "BradleyTerry", "reward_scale"),
             rounds=100, quick_settings=(1,), quick_rounds=10),
         Experiment(
+            "teacher_equal", "noise",
+            "bandit_needle(8, ε = 10⁻², bad rewards uniform in [0, 0.9]) labelled by a teacher that answers "
+            "\"equal\" (label ½) when the rewards differ by less than m = 0 … 0.6 (B-Pref's equal teacher)",
+            "bandit_needle", "equal_margin",
+            _teacher_settings((0.0, 0.2, 0.4, 0.6), "SimulatedTeacher", "equal_margin", GRADED_NEEDLE),
+            rounds=100, quick_settings=(2,), quick_rounds=10),
+        Experiment(
+            "teacher_skip", "noise",
+            "bandit_needle(8, ε = 10⁻², bad rewards uniform in [0, 0.9]) labelled by a teacher that skips a "
+            "query (no label; the query still counts) when both rewards are below t = 0 … 0.9 (B-Pref's skip "
+            "teacher)",
+            "bandit_needle", "skip_below",
+            _teacher_settings((0.0, 0.3, 0.6, 0.9), "SimulatedTeacher", "skip_below", GRADED_NEEDLE),
+            rounds=100, quick_settings=(3,), quick_rounds=10),
+        Experiment(
+            "teacher_myopic", "noise",
+            "combination_lock(H = 4, vocab 4, p_correct = 0.5), dense reward (1/H per correct token before "
+            "the first mistake), labelled on the myopic score Σ_h γ^(H−1−h) r_h that discounts earlier tokens, "
+            "γ = 1 … 0.1 (B-Pref's myopic teacher)",
+            "combination_lock", "myopic_gamma",
+            _teacher_settings((1.0, 0.7, 0.4, 0.1), "SimulatedTeacher", "myopic_gamma",
+                              dict(horizon=4, vocab=4, p_correct=0.5)),
+            rounds=100, quick_settings=(3,), quick_rounds=10),
+        Experiment(
             "reward_scale", "scale",
             "bandit_needle(8, ε = 10⁻², reward_scale R_max): rewards in [0, R_max], R_max = 1, 2, 4, 8",
             "bandit_needle", "reward_scale",
@@ -217,7 +255,23 @@ def suite(quick: bool = False) -> tuple[Experiment, ...]:
             tuple(Setting(m, dict(n_responses=100, d=8, eps=1e-2, misspecification=m), 0.1)
                   for m in (0.0, 0.1, 0.2, 0.3)),
             policy="linear", rounds=32, seeds=6, quick_settings=(0, 3), quick_rounds=6),
+        Experiment(
+            "transformer_needle", "transformer",
+            "token_needle(vocab 4, horizon 3, ε) with π_ref a small transformer distilled to the needle's "
+            "(xpo_sim.torch.suite), trained by 10 Adam steps a round (lr 10⁻³) against it, ε = 10⁻¹, 10⁻²; "
+            "scored every 5 rounds; needs the torch extra",
+            TRANSFORMER_INSTANCE, "eps",
+            tuple(Setting(e, dict(vocab=4, horizon=3, eps=e), 0.1) for e in (1e-1, 1e-2)),
+            policy=TRANSFORMER_POLICY, policy_args=dict(steps=10, lr=1e-3), rounds=60, seeds=3,
+            run_args=dict(eval_every=5), quick_settings=(0,), quick_rounds=4, quick_seeds=1, requires_torch=True),
     )
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported (the transformer experiment runs only then)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def experiment(name: str) -> Experiment:
@@ -348,8 +402,9 @@ def _policy_for(entry_: Entry, exp: Experiment, quick: bool) -> tuple[str | None
     """The policy class ``entry_`` runs ``exp`` with — the first candidate the algorithm
     accepts (:meth:`~xpo_sim.Algorithm.check_compatible`) on every setting run — or
     (None, why not)."""
+    from xpo_sim.loop import _build_policy_class
     from xpo_sim.policies import make_policy_class
-    from xpo_sim.sweep import RunConfig, algorithm_class, make_instance
+    from xpo_sim.sweep import RunConfig, algorithm_class, make_instance, make_policy
 
     if exp.policy == "tabular":
         candidates = (entry_.policy,) if entry_.policy else TABULAR_CLASSES
@@ -359,20 +414,28 @@ def _policy_for(entry_: Entry, exp: Experiment, quick: bool) -> tuple[str | None
     algorithm = algorithm_class(_algorithm_spec(entry_.algorithm))(**algorithm_args)
     reasons = []
     for policy in candidates:
-        if specs.is_spec(policy):
-            return policy, ""
+        policy_args = _policy_args(exp, policy)
         try:
             for _, setting in exp.chosen_settings(quick):
                 probe = RunConfig(instance=exp.instance, algorithm=_algorithm_spec(entry_.algorithm),
                                   beta=setting.beta, rounds=1, instance_args=_instance_args(exp, setting, 0),
-                                  algorithm_args=algorithm_args, policy=policy)
+                                  algorithm_args=algorithm_args, policy=policy, policy_args=policy_args)
                 mdp = make_instance(probe)
-                algorithm.check_compatible(make_policy_class(mdp, setting.beta, policy, **exp.run_args), mdp)
+                if specs.is_spec(policy):
+                    built, _ = _build_policy_class(mdp, setting.beta, make_policy(probe, mdp, setting.beta), {})
+                else:
+                    built = make_policy_class(mdp, setting.beta, policy, **exp.run_args)
+                algorithm.check_compatible(built, mdp)
         except ValueError as err:
             reasons.append(f"{policy}: {err}")
             continue
         return policy, ""
     return None, "; ".join(reasons)
+
+
+def _policy_args(exp: Experiment, policy: str) -> dict:
+    """The experiment's own policy options, for its own policy spec only."""
+    return dict(exp.policy_args) if policy == exp.policy and specs.is_spec(policy) else {}
 
 
 def _instance_args(exp: Experiment, setting: Setting, replicate: int) -> dict:
@@ -395,7 +458,7 @@ def configs_for(entry_: Entry, exp: Experiment, *, quick: bool = False, seeds: i
                 algorithm=_algorithm_spec(entry_.algorithm),
                 algorithm_args=dict(entry_.algorithm_args, batch=exp.batch), beta=setting.beta, rounds=rounds,
                 replicate=replicate, group=_group(exp, index), label=entry_.label, policy=policy,
-                oracle=setting.oracle, oracle_args=dict(setting.oracle_args), run_args=dict(exp.run_args)))
+                policy_args=_policy_args(exp, policy), oracle=setting.oracle, oracle_args=dict(setting.oracle_args), run_args=dict(exp.run_args)))
     return out
 
 
@@ -491,6 +554,10 @@ def plan(entries: Sequence[Entry], *, quick: bool = False, seeds: int | None = N
     configs, skipped = [], []
     for entry_ in entries:
         for exp in chosen:
+            if exp.requires_torch and not torch_available():
+                skipped.append((entry_.label, exp.name, "not run: needs PyTorch (pip install torch==2.13.0, then "
+                                                        "pip install -e '.[torch]')"))
+                continue
             policy, why = _policy_for(entry_, exp, quick)
             if policy is None:
                 skipped.append((entry_.label, exp.name, f"not applicable: {why}"))
