@@ -440,3 +440,90 @@ def bootstrap_slopes(x, curves, aggregate, idx):
             agg = sample.mean(axis=0)
         out.append(np.polyfit(np.log(x), np.log(agg), 1)[0])
     return np.array(out)
+
+
+# ----------------------------------------------------------------- mixtures of policies
+def mixture_regret(mdp, logps, beta):
+    """β KL(P̄ ‖ P*) over trajectories for the uniform mixture P̄ = (1/T) Σₜ Pᵗ of the
+    trajectory distributions of the per-state policies ``logps`` (each within π_ref's
+    support): every trajectory enumerated, Pᵗ(τ) = ρ(s₀) Π_h πᵗ(a_h|s_h) summed over t,
+    P*(τ) from :func:`optimum_by_enumeration` (no Bellman recursion, no Markov mixture).
+    With one policy it is that policy's regret."""
+    next_state, _, ref_logp, start = _lists(mdp)
+    allowed = [[x > NEG_INF for x in row] for row in ref_logp]
+    tables = [_table(t) for t in logps]
+    _, log_opt = optimum_by_enumeration(mdp, beta)
+    total = 0.0
+    for s0, rho in enumerate(start):
+        if rho == 0:
+            continue
+        for tau in enumerate_from(next_state, allowed, s0):
+            mass = sum(math.exp(path_sum(t, tau)) for t in tables) / len(tables)  # P̄(τ | s₀)
+            if mass > 0:
+                total += rho * mass * (math.log(mass) - log_opt[tau])
+    return beta * total
+
+
+# ------------------------------------------------------------- SE-POPO, the authors' code
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def soft_optimal_trajectory_logp(mdp, reward, beta):
+    """{τ: log π(τ|s₀)} for the soft-optimal policy of the (S, A) ``reward`` table,
+    π(τ|s₀) = π_ref(τ) e^{r(τ)/β} / Σ_τ' π_ref(τ') e^{r(τ')/β} over the trajectories of s₀,
+    every start state with ρ > 0, by enumeration (no Bellman recursion)."""
+    next_state, _, ref_logp, _ = _lists(mdp)
+    reward = _table(reward)
+    allowed = [[x > NEG_INF for x in row] for row in ref_logp]
+    out = {}
+    for s0 in start_states(mdp):
+        taus = enumerate_from(next_state, allowed, s0)
+        z = [path_sum(ref_logp, tau) + path_sum(reward, tau) / beta for tau in taus]
+        total = logsumexp(z)
+        for tau, value in zip(taus, z):
+            out[tau] = value - total
+    return out
+
+
+def popo_code_objective(mdp, beta, reward, ref_reward, pairs, explored, alpha):
+    """The SE-POPO objective of the authors' code, term by term in plain Python:
+    Σ_pairs n·(−log σ(β(h(τ₊) − h(τ₋)))) + Σ_explored c·α(σ(β h(y)) − ½)/β, with
+    h(τ) = log π(τ|s₀) − log π_prev(τ|s₀), π and π_prev the soft-optimal policies of the
+    (S, A) tables ``reward`` and ``ref_reward`` (:func:`soft_optimal_trajectory_logp`).
+    ``pairs``: (τ₊, τ₋, n) with τ tuples of (state, action) steps; ``explored``: (y, c)."""
+    logp = soft_optimal_trajectory_logp(mdp, reward, beta)
+    logp_prev = soft_optimal_trajectory_logp(mdp, ref_reward, beta)
+    total = 0.0
+    for chosen, rejected, n in pairs:
+        margin = beta * ((logp[chosen] - logp_prev[chosen]) - (logp[rejected] - logp_prev[rejected]))
+        total += n * -math.log(_sigmoid(margin))
+    for y, c in explored:
+        total += c * alpha * (_sigmoid(beta * (logp[y] - logp_prev[y])) - 0.5) / beta
+    return total
+
+
+# ------------------------------------------------------------ coverability, per prompt
+def coverability_by_prompt_vertices(mdp, beta, box, parameters):
+    """{s₀: Σ_τ sup_θ π_θ(τ|s₀)} for the implicit class with one reward parameter in
+    [lo, hi] on each (state, action) of ``parameters`` (0 elsewhere), the supremum taken by
+    brute force over all 2^d vertices of the box (for this one-hot class every coordinate
+    of a maximizer sits at a bound, so the vertices attain each sup). Trajectories from
+    :func:`trajectories`, π_θ(τ|s₀) ∝ π_ref(τ) e^{r_θ(τ)/β}. The maximum over prompts of the
+    result is the coverability as a max; Σ ρ(s₀)·result is its ρ-average."""
+    import itertools
+
+    lo, hi = (float(b) for b in box)
+    next_state, _, ref_logp, start = _lists(mdp)
+    parameters = list(parameters)
+    best = {}
+    for vertex in itertools.product((lo, hi), repeat=len(parameters)):
+        reward = [[0.0] * len(row) for row in ref_logp]
+        for (s, a), value in zip(parameters, vertex):
+            reward[s][a] = value
+        for tau, lp in soft_optimal_trajectory_logp(mdp, reward, beta).items():
+            best[tau] = max(best.get(tau, 0.0), math.exp(lp))
+    out = {}
+    for tau, p in best.items():
+        out[tau[0][0]] = out.get(tau[0][0], 0.0) + p
+    return out

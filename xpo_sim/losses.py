@@ -33,6 +33,12 @@ reward differences
       α_TRL log π(ỹ) − α_SELM β log(π(ỹ)/π_ref(ỹ)) = α_TRL log π_ref(ỹ),
 
   a constant independent of π: the two bonuses have the same minimizers and gradients.
+* SE-POPO bonus as its authors' code adds it (``dpo_iteration/wpo.py`` of
+  github.com/MYC000801/SE-POPO, ``loss_type == "popo"``; Chen, Chen, Sun and Zhang 2025,
+  arXiv 2502.00666): with h(y) = log π(y) − log π_ref(y) for a sampled response y, the
+  term α (σ(β h(y)) − ½)/β is **added** to the minimized DPO objective, so minimizing
+  lowers the (bounded) implicit-reward preference σ(β h) of what was sampled. Zero at
+  π = π_ref; its slope in β h is α σ'(β h)/β ≤ α/(4β).
 
 Backends: every function finds its array namespace with ``array_api_compat`` and uses only
 array-API operations, so the same code runs on numpy arrays and torch tensors (gradients flow
@@ -60,6 +66,7 @@ __all__ = [
     "ln_dpo_loss",
     "xpo_bonus",
     "selm_bonus",
+    "popo_bonus",
     "xpo_objective",
 ]
 
@@ -222,6 +229,22 @@ def selm_bonus(logp_explore, ref_logp_explore, alpha, beta):
     _check_alpha(alpha)
     _check_beta(beta)
     return alpha * beta * (logp_explore - ref_logp_explore)
+
+
+def popo_bonus(logp_explore, ref_logp_explore, alpha, beta):
+    r"""Per-sample SE-POPO bonus of the authors' code, α (σ(β(log π(y) − log π_ref(y))) − ½)/β,
+    the term **added** to the minimized objective.
+
+    From ``dpo_iteration/wpo.py`` (``loss_type == "popo"``) of github.com/MYC000801/SE-POPO,
+    the code of Chen, Chen, Sun and Zhang 2025 (arXiv 2502.00666), where y is the second
+    of the two responses sampled for the pair and π_ref the model the iteration started
+    from. Zero at π = π_ref; bounded in (−α/(2β), α/(2β)). No reduction.
+    """
+    xp = _namespace(logp_explore=logp_explore, ref_logp_explore=ref_logp_explore)
+    _check_alpha(alpha)
+    _check_beta(beta)
+    preference = xp.exp(log_sigmoid(beta * (logp_explore - ref_logp_explore)))
+    return alpha * (preference - 0.5) / beta
 
 
 def xpo_objective(

@@ -31,10 +31,13 @@ same columns and exact regret.
   responses the oracle judged best among ``k`` of the policy's own samples) gives dense
   token rewards r̂(s,a) = β log(π̂*(a|s)/π_ref(a|s)), whose KL-regularized optimum (the
   policy the token-level reward imitation trains toward) is π̂* itself.
-* :class:`SEPOPO` (Chen, Chen, Sun and Zhang 2025, arXiv 2502.00666): DPO plus a
-  *preference-based* optimism term −α Σ_ỹ E_{y∼π}[σ(r_π(y) − r_π(ỹ))] against a sampler
-  π_sam that is replaced by the learner's iterate after every epoch (π_sam = π_ref in the
-  first epoch); the expectation is exact (enumerated responses).
+* :class:`SEPOPO` (Chen, Chen, Sun and Zhang 2025, arXiv 2502.00666): ``variant="theory"``,
+  DPO plus a *preference-based* optimism term −α Σ_ỹ E_{y∼π}[σ(r_π(y) − r_π(ỹ))] against a
+  sampler π_sam that is replaced by the learner's iterate after every epoch (π_sam = π_ref
+  in the first epoch; the expectation exact over enumerated responses); ``variant="code"``,
+  the authors' code (github.com/MYC000801/SE-POPO, ``dpo_iteration/wpo.py``): iterations
+  whose pairs come from, and whose DPO loss is referenced to, the iterate they start from,
+  plus α_i (σ(β h(y₂)) − ½)/β on the second response, α_i = 1e-2, 5e-3, 0.
 * :class:`VPO` (Cen et al. 2024, arXiv 2405.19320), online: on-policy DPO pairs plus the
   value incentive −α[V_{r_π} − E_{π_cal} r_π], which in policy form is
   +αβ E_{x∼ρ, y∼π_cal} log(π(y|x)/π_ref(y|x)) — XPO's bonus with the sample average over
@@ -60,7 +63,7 @@ from xpo_sim.soft import evaluate
 from xpo_sim.trajectories import sample_trajectories
 
 __all__ = ["IterativeDPO", "IPO", "LNDPO", "SELM", "ExPO", "RLHF", "CountUCB", "InverseQStar", "SEPOPO", "VPO",
-           "extrapolate", "ppo_surrogate", "conditioned_policy", "preference_incentive"]
+           "extrapolate", "ppo_surrogate", "conditioned_policy", "preference_incentive", "popo_code_objective"]
 
 
 def _best_and_worst_of_k(ctx: RoundContext, n: int, k: int):
@@ -536,7 +539,59 @@ def preference_incentive(reward_hat: np.ndarray, ref_logp: np.ndarray, groups, e
     return value, grad
 
 
+def popo_code_objective(reward_hat: np.ndarray, ref_reward_hat: np.ndarray, ref_logp: np.ndarray, groups,
+                        chosen: np.ndarray, rejected: np.ndarray, pair_count: np.ndarray, explored: np.ndarray,
+                        explored_count: np.ndarray, alpha: float, beta: float) -> tuple[float, np.ndarray]:
+    r"""SE-POPO's objective as the authors' code minimizes it, and its gradient in the rewards.
+
+    Responses τ are enumerated and grouped by prompt (``groups``: contiguous slices), with
+    ``ref_logp[τ]`` = log π_ref(τ) under the *instance's* reference. ``reward_hat`` is r̂_θ(τ)
+    of the policy being fitted, π_θ(τ|x) ∝ π_ref(τ) e^{r̂_θ(τ)/β}; ``ref_reward_hat`` is r̂ of
+    the loss's reference π_prev, the iterate the iteration started from (the code's
+    ``ref_model``). With h(τ) = log π_θ(τ|x) − log π_prev(τ|x) (:func:`~xpo_sim.losses.dpo_loss`
+    and :func:`~xpo_sim.losses.popo_bonus` evaluate the terms),
+
+        L = Σ_pairs n_p ℓ_DPO(h(τ₊) − h(τ₋))  +  Σ_j c_j α (σ(β h(y_j)) − ½)/β,
+
+    the pairs (``chosen``, ``rejected``, ``pair_count``: response indices) being this
+    iteration's and y_j (``explored``, ``explored_count``) the second response of each.
+    Returns (L, ∂L/∂r̂). With G(τ) = ∂L/∂log π_θ(τ) — −n_p β σ(−m_p) on τ₊ and +n_p β σ(−m_p)
+    on τ₋ (m_p = β(h(τ₊) − h(τ₋))), c_j α σ(βh)σ(−βh) on y_j — and ∂log π_θ(τ)/∂r̂(υ) =
+    (1[τ = υ] − π_θ(υ|x))/β within a prompt,
+
+        ∂L/∂r̂(υ) = (G(υ) − π_θ(υ|x) Σ_{τ of x} G(τ)) / β.
+    """
+    from xpo_sim.losses import dpo_loss, log_sigmoid, popo_bonus
+
+    reward_hat = np.asarray(reward_hat, dtype=np.float64)
+    starts = np.array([g.start for g in groups], dtype=np.int64)
+    group_of = np.repeat(np.arange(len(groups)), [g.stop - g.start for g in groups])
+
+    def log_policy(r):
+        z = ref_logp + r / beta
+        top = np.maximum.reduceat(z, starts)
+        return z - (top + np.log(np.add.reduceat(np.exp(z - top[group_of]), starts)))[group_of]
+
+    logp = log_policy(reward_hat)
+    logp_prev = log_policy(np.asarray(ref_reward_hat, dtype=np.float64))
+    w, l, e = chosen, rejected, explored
+    value = float(pair_count @ dpo_loss(logp[w], logp[l], logp_prev[w], logp_prev[l], beta))
+    value += float(explored_count @ popo_bonus(logp[e], logp_prev[e], alpha, beta))
+    margin = beta * ((logp[w] - logp_prev[w]) - (logp[l] - logp_prev[l]))
+    pull = pair_count * beta * np.exp(log_sigmoid(-margin))  # n_p β σ(−m_p)
+    u = beta * (logp[e] - logp_prev[e])
+    slope = explored_count * alpha * np.exp(log_sigmoid(u) + log_sigmoid(-u))  # c_j α σ(u)σ(−u)
+    g = np.zeros_like(reward_hat)
+    np.add.at(g, w, -pull)
+    np.add.at(g, l, pull)
+    np.add.at(g, e, slope)
+    total = np.add.reduceat(g, starts)
+    return value, (g - np.exp(logp) * total[group_of]) / beta
+
+
 SEPOPO_SCHEDULES = ("constant", "inv_sqrt")
+SEPOPO_VARIANTS = ("theory", "code")
+SEPOPO_CODE_ALPHAS = (1e-2, 5e-3, 0.0)  # LLama_SFT_POPO.sh: α of iterations 1, 2, 3
 ROUNDING_GTOL = 1e-7  # SE-POPO's update: projected gradient ≤ this × max(1, |L|) counts as converged
 
 
@@ -545,10 +600,17 @@ class SEPOPO(Algorithm):
     r"""SE-POPO (Chen, Chen, Sun and Zhang 2025, "Avoiding exp(R_max) scaling in RLHF
     through Preference-based Exploration", arXiv 2502.00666): online preference
     optimization whose optimism is a *preference* (a probability in [0, 1]) instead of a
-    reward, run in epochs whose sampler is the learner's own previous output.
+    reward. Two variants (``variant``):
 
-    **Rounds.** Rounds are grouped in epochs of ``epoch_rounds`` rounds (the inner POPO run
-    against a fixed sampler). The sampler π_sam is π_ref in the first epoch and, in every
+    * ``"theory"`` (default): our reconstruction of the paper's algorithm — epochs whose
+      sampler is the learner's own previous output, and a preference incentive
+      −α Σ_ỹ E_{y∼π}[σ(r̂(y) − r̂(ỹ))] (below).
+    * ``"code"``: the objective the authors ran, as their public code writes it
+      (github.com/MYC000801/SE-POPO: ``dpo_iteration/wpo.py``, ``loss_type == "popo"``,
+      driven by ``LLama_SFT_POPO.sh``; see *The "code" variant* below).
+
+    **Rounds (theory).** Rounds are grouped in epochs of ``epoch_rounds`` rounds (the inner
+    POPO run against a fixed sampler). The sampler π_sam is π_ref in the first epoch and, in every
     later epoch, the iterate the previous epoch ended with (self-exploration). Round t draws
     ``batch`` prompts, y ∼ πᵗ and ỹ ∼ π_sam, labels the pair and stores it; ỹ joins the
     epoch's explored responses. The update is the exact (local) minimizer over the reward
@@ -575,29 +637,66 @@ class SEPOPO(Algorithm):
     re-centring the sampler every epoch turns "beats the sampler" into "improves on it",
     and the paper bounds the number of epochs needed polynomially in R_max.
 
-    **α.** ``alpha`` is the weight per explored response; ``schedule`` "constant" or
+    **α (theory).** ``alpha`` is the weight per explored response; ``schedule`` "constant" or
     "inv_sqrt" (α_t = α/√t, as XPO's experiments use). The default α = 0.4 matches, at
     π_ref and β = 0.1, the initial pull of XPO's default α = 0.01: the gradient of XPO's term
     with respect to an unseen response's reward is α_XPO π(y)/β, that of the incentive at
     r̂ = 0 is α π(y) σ'(0) = α π(y)/4, equal when α = 4 α_XPO/β.
 
-    **Inferred, not from the paper's box.** The paper's algorithm boxes were not available
-    to us; from its abstract and summaries we know the structure (POPO against a sampler
+    **Inferred, not from the paper's box (theory).** The paper's algorithm boxes were not
+    available to us; from its abstract and summaries we know the structure (POPO against a sampler
     with a preference-based exploration term; the sampler updated to the learner's output
     between runs; DPO-style implicit rewards). These details are our reconstruction: the
     incentive as E_{y∼π_θ} σ(r_θ(y) − r_θ(ỹ)) summed over the epoch's ỹ, the DPO data
     accumulated across epochs, the epoch's output being its last iterate (the theory may
     output a mixture), ``epoch_rounds`` = 25 and α = 0.4 (our defaults, not the paper's).
 
-    **Concentrability column.** ỹ is drawn with ``ctx.sample_table`` from the epoch's
-    sampler table, which reports it to the coverage tracker: ``log_concentrability``
-    counts every y and ỹ.
+    **The "code" variant.** What ``wpo.py`` and ``LLama_SFT_POPO.sh`` do, read from the
+    repository: three iterations; iteration i samples K = 2 responses per prompt from the
+    model it starts from (``gen_hf2.py --K 2`` on ``model_path``, the previous iteration's
+    output; the script's ``sam_model_path`` is passed but unused), labels them with a
+    reward model (``choose_type: max_random`` with K = 2: the better of the two is chosen,
+    ties dropped), and trains from that model, with that model as ``ref_model``, on this
+    iteration's pairs only, the loss per pair (``label_smoothing`` 0)
+
+        −log σ(β(h(y₊) − h(y₋)))  +  α_i (σ(β h(y₂)) − ½)/β,   h = log π_θ − log π_ref,
+
+    where y₂ is the *second* sampled response whichever won (``first_logratio`` selects
+    ``chosen_logratios`` when ``chosen_index`` = 1, i.e. when the chosen response is the
+    second one, and ``rejected_logratios`` otherwise), and α_i = 1e-2, 5e-3, 0 (the
+    script's ``alpha``; β is TRL's default 0.1). The term is added to the minimized loss
+    with a plus sign: it lowers σ(βh) on responses the iterate already produces — optimism,
+    the sign of XPO's α·h(y) in the same file (``loss_type == "xpo"``).
+
+    Here, with R = ``epoch_rounds``, iteration k (from 0) is rounds kR+1 … (k+1)R. At its
+    first round π_prev, the loss's reference, becomes the current iterate (the iterate
+    the previous iteration ended with; π_ref's class member θ₀ in iteration 0), and the
+    iteration's data restart empty. Each round of the iteration draws ``batch`` prompts and
+    both responses y, y₂ from π_prev — the current iterate at the time the code generates —
+    labels the pair and adds it, with y₂ as the bonus's response, to the iteration's data;
+    the update is the exact (local) minimizer over the reward class, warm-started at the
+    current iterate, of :func:`popo_code_objective` on the iteration's data so far with
+    α = ``iteration_alphas[k]`` (the last entry for every later iteration). So the iterate
+    at the iteration's last round is the code's model of that iteration, fitted to all R·batch
+    of its pairs; the rounds before it report the fit to part of them. The reference reset
+    is in the loss only: π_θ stays parametrized by r̂_θ relative to the instance's π_ref, so
+    h(y) = log π_θ(y) − log π_prev(y) = [(r̂_θ − r̂_prev)(y) − (V̂_θ − V̂_prev)(x)]/β, computed
+    exactly over the enumerated responses; regret is, as for every method, measured on the
+    instance's objective with its own π_ref and β. Requirements as for the theory: a reward
+    class, an enumerable instance, and ``loss="dpo"``. ``alpha``/``schedule`` belong to the
+    theory variant and ``iteration_alphas`` to the code variant (the other's are refused).
+
+    **Concentrability column.** ỹ (theory) and both responses (code) are drawn with
+    ``ctx.sample_table`` from the sampler's table, which reports them to the coverage
+    tracker: ``log_concentrability`` counts every response drawn.
     """
 
     alpha: float = 0.4
     schedule: str = "constant"
     epoch_rounds: int = 25
     max_enumerate: int = 100_000
+    variant: str = "theory"
+    iteration_alphas: tuple = SEPOPO_CODE_ALPHAS
 
     def __post_init__(self):
         super().__post_init__()
@@ -605,19 +704,42 @@ class SEPOPO(Algorithm):
         checks.choice("schedule", self.schedule, SEPOPO_SCHEDULES)
         checks.integer("epoch_rounds", self.epoch_rounds, minimum=1)
         checks.integer("max_enumerate", self.max_enumerate, minimum=1)
+        checks.choice("variant", self.variant, SEPOPO_VARIANTS)
+        alphas = self.iteration_alphas
+        if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__len__") or len(alphas) == 0:
+            raise ValueError(f"iteration_alphas must be a non-empty sequence of numbers >= 0 (α of each "
+                             f"iteration of variant='code'), got {alphas!r}")
+        object.__setattr__(self, "iteration_alphas", tuple(
+            float(checks.nonnegative(f"iteration_alphas[{i}]", a)) for i, a in enumerate(alphas)))
+        if self.variant == "code":
+            if self.alpha != 0.4 or self.schedule != "constant":
+                raise ValueError(f"alpha and schedule belong to variant='theory' (got alpha={self.alpha!r}, "
+                                 f"schedule={self.schedule!r}); variant='code' takes iteration_alphas, its α per "
+                                 f"iteration")
+            if self.loss != "dpo":
+                raise ValueError(f"loss={self.loss!r}: variant='code' runs the authors' DPO loss (loss='dpo')")
+        elif self.iteration_alphas != SEPOPO_CODE_ALPHAS:
+            raise ValueError(f"iteration_alphas belongs to variant='code' (got {self.iteration_alphas!r} with "
+                             f"variant='theory'); the theory variant takes alpha and schedule")
 
     def check_compatible(self, policy_class, mdp) -> None:
-        why = "its incentive E_{y∼π_θ} σ(r̂_θ(y) − r̂_θ(ỹ)) is computed exactly through the reward r̂_θ"
+        if self.variant == "code":
+            why = "its loss reads log π_θ(y) − log π_prev(y) exactly through the rewards r̂_θ, r̂_prev"
+        else:
+            why = "its incentive E_{y∼π_θ} σ(r̂_θ(y) − r̂_θ(ỹ)) is computed exactly through the reward r̂_θ"
         _require_reward_class(self.name, policy_class, why)
         _require_enumerable(self.name, mdp, self.max_enumerate, why)
 
     def alpha_at(self, t: int) -> float:
+        if self.variant == "code":
+            iteration = self.epoch(t)[0] if t >= 1 else 0
+            return self.iteration_alphas[min(iteration, len(self.iteration_alphas) - 1)]
         if self.schedule == "inv_sqrt" and t >= 1:
             return float(self.alpha) / math.sqrt(t)
         return float(self.alpha)
 
     def epoch(self, t: int) -> tuple[int, int]:
-        """(epoch index from 0, position of round t in it from 0)."""
+        """(epoch — for variant="code", iteration — index from 0, position of round t in it from 0)."""
         return divmod(t - 1, self.epoch_rounds)
 
     def _responses(self, ctx: RoundContext) -> _Responses:
@@ -627,6 +749,9 @@ class SEPOPO(Algorithm):
         return ctx.state["responses"]
 
     def collect(self, ctx: RoundContext) -> None:
+        if self.variant == "code":
+            self._collect_code(ctx)
+            return
         responses = self._responses(ctx)
         prompts = ctx.prompts(self.pairs_in_round(ctx.t))
         y = ctx.sample("current", prompts)
@@ -642,10 +767,69 @@ class SEPOPO(Algorithm):
             ctx.state["explored"] = np.zeros(len(responses.batch))
         np.add.at(ctx.state["explored"], responses.ids(y_tilde), 1.0)
 
-    def update(self, ctx: RoundContext) -> None:
+    def _collect_code(self, ctx: RoundContext) -> None:
+        from xpo_sim.data import PreferenceData
+
+        responses = self._responses(ctx)
+        if self.epoch(ctx.t)[1] == 0:  # a new iteration: the loss's reference becomes the current iterate
+            ctx.state["reference"] = ctx.logp
+            ctx.state["reference_reward"] = responses.phi @ np.asarray(ctx.params, dtype=np.float64)
+            ctx.state["iteration_data"] = PreferenceData(ctx.mdp)
+        prompts = ctx.prompts(self.pairs_in_round(ctx.t))
+        y = ctx.sample_table(ctx.state["reference"], prompts)
+        y_second = ctx.sample_table(ctx.state["reference"], prompts)
+        label_and_store(ctx.mdp, [*ctx.datasets, ctx.state["iteration_data"]], ctx.oracle, y, y_second, ctx.rng,
+                        explored="second")
+
+    def _minimize(self, cls, objective, params) -> np.ndarray:
         from xpo_sim.solvers import lbfgsb
 
+        result = lbfgsb(objective, np.asarray(params, dtype=np.float64), *cls.box,
+                        gtol=getattr(cls, "gtol", 1e-9), max_iter=2000)
+        if not result.converged and result.projected_gradient <= ROUNDING_GTOL * max(1.0, abs(result.value)):
+            # L-BFGS-B's line search fails once L changes at its rounding level; a projected
+            # gradient this small relative to |L| is a stationary point to float64 precision
+            result = replace(result, converged=True, message=result.message + " (projected gradient at the "
+                             "rounding level of L: accepted)")
+        results = getattr(cls, "solve_results", None)
+        if results is not None:
+            results.append(result)
+        return result.x
+
+    def code_objective(self, ctx: RoundContext):
+        """The code variant's objective on this iteration's data, as a function θ ↦ (L, ∂L/∂θ)
+        (:func:`popo_code_objective` chained through r̂_θ = Φθ over the enumerated responses,
+        plus the class's λ‖θ‖² when it has one)."""
         cls = ctx.policy_class
+        responses = self._responses(ctx)
+        phi = responses.phi
+        arrays = ctx.state["iteration_data"].arrays()
+        ids = responses.ids(ctx.state["iteration_data"].batch())
+        chosen, rejected = ids[arrays["pair_chosen"]], ids[arrays["pair_rejected"]]
+        explored = ids[arrays["explore_path"]]
+        counts, explored_counts = arrays["pair_count"].copy(), arrays["explore_count"].copy()
+        reference_reward = ctx.state["reference_reward"]
+        alpha, beta = self.alpha_at(ctx.t), ctx.beta
+        l2 = float(getattr(cls, "l2", 0.0) or 0.0)
+
+        def objective(theta):
+            value, coef = popo_code_objective(phi @ theta, reference_reward, responses.ref_logp, responses.groups,
+                                              chosen, rejected, counts, explored, explored_counts, alpha, beta)
+            grad = phi.T @ coef
+            if l2:
+                value += l2 * float(theta @ theta)
+                grad = grad + 2.0 * l2 * theta
+            return value, grad
+
+        return objective
+
+    def update(self, ctx: RoundContext) -> None:
+        cls = ctx.policy_class
+        if self.variant == "code":
+            data = ctx.state["iteration_data"]
+            if data.n_pairs or data.n_explored:  # every query skipped: keep the iterate
+                ctx.params = self._minimize(cls, self.code_objective(ctx), ctx.params)
+            return
         responses = self._responses(ctx)
         phi = responses.phi
         counts = ctx.state["explored"]
@@ -659,17 +843,7 @@ class SEPOPO(Algorithm):
                                                    weights, beta)
             return value - incentive, grad - phi.T @ coef
 
-        result = lbfgsb(objective, np.asarray(ctx.params, dtype=np.float64), *cls.box,
-                        gtol=getattr(cls, "gtol", 1e-9), max_iter=2000)
-        if not result.converged and result.projected_gradient <= ROUNDING_GTOL * max(1.0, abs(result.value)):
-            # L-BFGS-B's line search fails once L changes at its rounding level; a projected
-            # gradient this small relative to |L| is a stationary point to float64 precision
-            result = replace(result, converged=True, message=result.message + " (projected gradient at the "
-                             "rounding level of L: accepted)")
-        results = getattr(cls, "solve_results", None)
-        if results is not None:
-            results.append(result)
-        ctx.params = result.x
+        ctx.params = self._minimize(cls, objective, ctx.params)
 
 
 # --------------------------------------------------------------------------------- VPO
