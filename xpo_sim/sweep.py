@@ -1065,9 +1065,22 @@ def make_executor(workers: int = 0, scheduler: str | None = None, dask_local: in
     if workers == 1:
         yield SerialExecutor()
         return
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_exit_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=_pool_context(),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         yield pool
+
+
+def _pool_context():
+    """The start method of a local pool: the platform's default (fork on Linux), except
+    once this process has imported torch — a child forked from a process whose torch
+    thread pools have started can hang forever in its first parallel torch call (seen: the
+    scorecard's transformer experiment after the coordinating process distilled its
+    references). The workers are then forked from a fresh forkserver process instead."""
+    import multiprocessing
+
+    if "torch" in sys.modules and "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return None
 
 
 # ----------------------------------------------------------------------------- command line
