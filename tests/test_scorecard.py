@@ -255,3 +255,33 @@ def test_label_colors_never_repeat_for_a_full_leaderboard():
     assert len(set(colors.values())) == len(labels)  # 16 algorithms: the 8-colour palette repeated
     few = label_colors(["XPO", "OnlineDPO"])
     assert few == {"XPO": "#d62728", "OnlineDPO": "#1f77b4"}  # small figures keep their colours
+
+
+HANG_SCRIPT = '''
+import torch
+from xpo_sim import scorecard
+from xpo_sim.sweep import make_executor
+
+def main():
+    torch.set_num_threads(2)
+    a = torch.randn(600, 600)
+    (a @ a).sum()  # this process's torch thread pool has started
+    with make_executor(2) as pool:
+        got = scorecard.score("OnlineDPO", quick=True, experiments=["transformer_needle"], executor=pool)
+    print("status", got.status.iloc[0])
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_a_pool_started_after_torch_ran_does_not_hang(tmp_path):
+    # a child forked from a process whose torch threads had started hung forever in its first
+    # transformer run; the pool now forks its workers from a fresh forkserver once torch is in
+    pytest.importorskip("torch")
+    script = tmp_path / "after_torch.py"
+    script.write_text(HANG_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "status ok" in result.stdout
