@@ -207,8 +207,9 @@ class ConcentrabilityTracker:
 class CoverabilityDetails:
     """What :func:`coverability` computed (``return_details=True``).
 
-    ``value``: C_cov, the largest entry of ``per_prompt``, a dict prompt state x →
-    Σ_τ sup_θ π_θ(τ|x). ``batch``: the enumerated trajectories (the order of
+    ``value``: C_cov over the prompts as ``over_prompts`` asked — the largest entry of
+    ``per_prompt`` ("max") or ``rho_mean`` ("rho_mean") — where ``per_prompt`` is a dict
+    prompt state x → Σ_τ sup_θ π_θ(τ|x). ``batch``: the enumerated trajectories (the order of
     :meth:`TokenMDP.trajectories`); ``sup_prob`` (N,): sup_θ π_θ(τ|x) of each;
     ``group`` (N,): the index of each trajectory's (prompt, Φ(τ)) group. ``n_groups``:
     the number of distinct (prompt, Φ(τ)) pairs, i.e. of maximizations solved;
@@ -217,7 +218,9 @@ class CoverabilityDetails:
     the largest certified bound, in nats, on the optimality gap of a numerical
     maximization (each sup is exact up to a factor e^{−max_gap} ≥ 1 − max_gap; 0 when no
     group needed the optimizer, the vertex being optimal by the dominance argument).
-    ``rho_mean``: Σ_x ρ(x) · per_prompt[x], the ρ-average instead of the maximum.
+    ``rho_mean``: Σ_x ρ(x) · per_prompt[x], the ρ-average instead of the maximum (both
+    are computed whatever ``over_prompts`` is). ``over_prompts``: which of the two is
+    ``value``.
     """
 
     value: float
@@ -229,6 +232,11 @@ class CoverabilityDetails:
     n_groups: int
     n_optimized: int
     max_gap: float
+    over_prompts: str = "max"
+
+
+COVERABILITY_OVER_PROMPTS = ("max", "rho_mean")
+"""How :func:`coverability` combines the prompts: the maximum, or the ρ-average."""
 
 
 # Frank–Wolfe gap (nats) above which a maximization is retried, then reported by a warning.
@@ -245,29 +253,42 @@ _SAMPLE_SOLVES = 20
 
 def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None, box=None,
                  support: str = "auto", max_trajectories: int = 1_000_000, return_details: bool = False,
-                 progress: bool | str = "auto", max_seconds: float | None = COVERABILITY_MAX_SECONDS):
+                 progress: bool | str = "auto", max_seconds: float | None = COVERABILITY_MAX_SECONDS,
+                 over_prompts: str = "max"):
     r"""Exact coverability C_cov(Π) of a reward class Π = {π_θ : θ ∈ [lo, hi]^d}, by
     enumerating every trajectory.
 
-    **Definition.** Xie et al. (2024, "Exploratory Preference Optimization", arXiv
-    2405.21046), as docs/theory.md ("Coverability") states it, define for the response space Y of a
-    prompt x
+    **Definition, two ways over the prompts** (``over_prompts``). Per prompt x, with the
+    responses τ that π_ref can produce from x,
 
-        C_cov(Π) = inf_{μ∈Δ(Y)} sup_{y∈Y, π∈Π} π(y|x) / μ(y|x),
+        C_cov(Π; x) = inf_{μ∈Δ(Y)} sup_{τ, π∈Π} π(τ|x) / μ(τ).
 
-    with μ(·|x) free per prompt, so the infimum over μ and the supremum over prompts
-    decouple and C_cov is the largest per-prompt value over the prompts (states with
-    ρ(x) > 0). Here the responses are the trajectories τ π_ref can produce from x. (The
-    definition follows a summary of the paper, not re-checked against the paper's text. A joint
-    μ ∈ Δ(X × Y) against ρ(x)π(τ|x), the form coverability takes for MDPs, would give the
-    ρ-average of the per-prompt values instead of their maximum: ``rho_mean`` in the
-    details.)
+    ``"max"`` (default): μ(·|x) is free per prompt and the supremum runs over prompts too,
+    C_cov(Π) = max_x C_cov(Π; x) over the states with ρ(x) > 0. ``"rho_mean"``: one joint
+    μ ∈ Δ(X × Y) against the trajectory law ρ(x)π(τ|x),
+
+        C_cov(Π) = inf_{μ∈Δ(X×Y)} sup_{(x,τ), π∈Π} ρ(x)π(τ|x) / μ(x, τ) = Σ_x ρ(x) C_cov(Π; x)
+
+    (by the closed form below applied to m(x, τ) = ρ(x) sup_π π(τ|x)), the form coverability
+    takes for MDPs, where the occupancies d_h^π include the initial-state law (Xie et al.
+    2023, "The Role of Coverage in Online Reinforcement Learning": inf over μ_h ∈ Δ(X × A)
+    of sup_{π, h} ‖d_h^π/μ_h‖_∞), here with the prompt as the initial state. The ρ-average
+    is at most the maximum, with equality on a single prompt.
+
+    **Which one XPO's theorem uses is not settled here.** Xie et al. (2024, "Exploratory
+    Preference Optimization", arXiv 2405.21046) state their guarantee (Theorem 3.1) in terms
+    of a coverability coefficient C_cov(Π) of the policy class; we could not read the
+    definition in the paper's text (only its abstract and secondary summaries were
+    reachable), so the default stays the per-prompt maximum this function always returned,
+    and ``"rho_mean"`` gives the joint, MDP-style form; if the paper's μ is joint over
+    (x, τ) against ρ(x)π(τ|x), "rho_mean" is the theorem's quantity. The maximum bounds it
+    from above, so a guarantee stated with either holds with "max".
 
     **Closed form.** Write m(τ) = sup_{π∈Π} π(τ|x) and M = Σ_τ m(τ). For any μ,
     Σ_τ μ(τ) = 1 forces some τ with μ(τ) ≤ m(τ)/M, so sup_τ m(τ)/μ(τ) ≥ M; and μ = m/M
     attains M. Hence the infimum is attained at μ ∝ sup_π π(·|x) and
 
-        C_cov(Π) = max_x Σ_τ sup_{θ∈Θ} π_θ(τ|x).
+        C_cov(Π; x) = Σ_τ sup_{θ∈Θ} π_θ(τ|x),   C_cov(Π) = max_x or Σ_x ρ(x) of it.
 
     **Each supremum.** For the soft-optimal policy of the reward r̂_θ = F θ (docs/theory.md, "Linear features"),
 
@@ -323,6 +344,9 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
         Refuse (ValueError) to enumerate more trajectories than this.
     return_details : bool
         Return a :class:`CoverabilityDetails` instead of the float.
+    over_prompts : {"max", "rho_mean"}
+        How the prompts combine (see the definition): the largest per-prompt value
+        (default), or their ρ-average Σ_x ρ(x) C_cov(Π; x). ValueError for anything else.
     progress : True, False or "auto"
         A bar over the numerical maximizations on stderr, headed by the time they are
         estimated to take; "auto" (default): when that estimate is at least
@@ -338,11 +362,12 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     -------
     float
         C_cov(Π) ≥ 1 (1 exactly when the class is a single policy), at most the largest
-        number of distinct Φ(τ) of a prompt; or the details.
+        number of distinct Φ(τ) of a prompt (either way over the prompts); or the details.
     """
     checks.token_mdp(mdp)
     max_trajectories = checks.integer("max_trajectories", max_trajectories, minimum=1)
     return_details = checks.boolean("return_details", return_details)
+    over_prompts = checks.choice("over_prompts", over_prompts, COVERABILITY_OVER_PROMPTS)
     progress = checks.auto_boolean("progress", progress)
     if max_seconds is not None:
         max_seconds = checks.positive("max_seconds", max_seconds)
@@ -415,13 +440,13 @@ def coverability(mdp: TokenMDP, beta: float, policy="implicit", *, features=None
     sup_prob = np.minimum(np.exp(log_ref + log_gain[group]), 1.0)
 
     per_prompt = {int(x): float(total) for x, total in zip(*_sum_by(group_start, group_sup))}
-    value = max(per_prompt.values())
+    rho_mean = float(sum(mdp.start[x] * total for x, total in per_prompt.items()))
+    value = max(per_prompt.values()) if over_prompts == "max" else rho_mean
     if not return_details:
         return value
-    rho_mean = float(sum(mdp.start[x] * total for x, total in per_prompt.items()))
     return CoverabilityDetails(value=value, per_prompt=per_prompt, rho_mean=rho_mean, batch=batch,
                                sup_prob=sup_prob, group=group, n_groups=int(n_groups),
-                               n_optimized=int(n_optimized), max_gap=max_gap)
+                               n_optimized=int(n_optimized), max_gap=max_gap, over_prompts=over_prompts)
 
 
 def _needs_optimizer(group_start: np.ndarray, phi_rep: sp.csr_matrix, prompts: np.ndarray, lo: float,
