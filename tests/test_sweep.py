@@ -145,7 +145,8 @@ def run_script(*args, timeout=600):
 @pytest.mark.parametrize(
     "script",
     ["experiments/coverage_sweep.py", "experiments/regret_curves.py", "experiments/alpha_sweep.py",
-     "experiments/method_table.py", "experiments/structure_sweep.py", "experiments/reward_scale.py"],
+     "experiments/method_table.py", "experiments/structure_sweep.py", "experiments/reward_scale.py",
+     "experiments/box_sweep.py"],
 )
 def test_experiment_script_quick_run(script, tmp_path):
     out, figures = tmp_path / "out", tmp_path / "figures"

@@ -4,6 +4,11 @@ r"""Tidy summaries of sweep results (one row per run and round, as :func:`xpo_si
 *Queries to a regret threshold*: for one run, the number of preference queries (``pairs``)
 at the first recorded round whose regret is at most ``fraction`` × the regret of π_ref
 (round 0). A run that never gets there is *censored* at its budget (its last ``pairs``).
+
+*Intervals* (:func:`interval_summary`): per group, Wilson intervals for the shares of runs
+("k of n runs reached 10%", "k of n ended below π_ref's regret") and percentile-bootstrap
+intervals over seeds for the medians (:mod:`xpo_sim.intervals`), so that a comparison is
+read only where the intervals separate.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["RUN_KEYS", "queries_to_threshold", "summarize_runs"]
+__all__ = ["RUN_KEYS", "queries_to_threshold", "summarize_runs", "interval_summary"]
 
 RUN_KEYS = ["key", "group", "label", "instance", "beta", "eps", "replicate", "policy"]
 
@@ -77,3 +82,35 @@ def summarize_runs(per_run: pd.DataFrame) -> pd.DataFrame:
     out["median_censored"] = out.reached < 0.5
     return out.rename(columns={"final_rel": "final_regret_rel", "best_rel": "best_regret_rel",
                                "iterate_rel": "final_iterate_regret_rel"})
+
+
+def interval_summary(per_run: pd.DataFrame, keys=None, *, level: float = 0.95, n_boot: int = 2000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Per group of ``keys`` (default: those of group, label, instance, β, ε, policy
+    present) of a :func:`queries_to_threshold` table: ``runs``; ``reached`` (share of runs
+    reaching the threshold) and ``below_ref`` (share whose final regret is below π_ref's),
+    each with its Wilson interval (``*_low``, ``*_high``); the medians over seeds of
+    ``final_rel`` (final regret / π_ref's), ``best_rel`` and ``queries`` (censored runs at
+    their budget, so a median with ``reached`` < ½ is a lower bound), each with its
+    percentile-bootstrap interval."""
+    from xpo_sim.intervals import bootstrap_interval, wilson_interval
+
+    need = ["queries", "censored", "final_regret", "ref_regret", "best_regret"]
+    missing = [c for c in need if c not in per_run.columns]
+    if missing:
+        raise ValueError(f"per_run needs the columns of queries_to_threshold, missing {missing}")
+    if keys is None:
+        keys = [k for k in ("group", "label", "instance", "beta", "eps", "policy") if k in per_run.columns]
+    rows = []
+    for ident, runs in per_run.groupby(list(keys), sort=True, dropna=False):
+        row = dict(zip(keys, ident if isinstance(ident, tuple) else (ident,)), runs=len(runs))
+        for name, hits in (("reached", ~runs.censored.astype(bool)),
+                           ("below_ref", runs.final_regret < runs.ref_regret)):
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = wilson_interval(int(hits.sum()), len(runs),
+                                                                                 level=level)
+        for name, values in (("final_rel", runs.final_regret / runs.ref_regret),
+                             ("best_rel", runs.best_regret / runs.ref_regret), ("queries", runs.queries)):
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = bootstrap_interval(
+                values.to_numpy(dtype=float), level=level, n_boot=n_boot, seed=seed)
+        rows.append(row)
+    return pd.DataFrame(rows)

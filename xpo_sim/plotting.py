@@ -38,7 +38,7 @@ import pandas as pd
 
 __all__ = ["plot_queries_vs_inverse_eps", "plot_regret_curves", "plot_coverage", "plot_method_table",
            "plot_alpha_sweep", "plot_queries_vs_size", "plot_rate", "plot_reward_scale", "fit_loglog_slope",
-           "label_colors", "plot_scorecard_radar", "plot_scorecard_bars", "plot_scorecard_experiments"]
+           "label_colors", "plot_scorecard_radar", "plot_scorecard_bars", "plot_scorecard_experiments", "plot_box_sweep"]
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
 
@@ -344,6 +344,45 @@ def plot_reward_scale(per_run: pd.DataFrame, anchor: str | None = None, title: s
     ax_reach.set_ylim(-0.03, 1.03)
     ax_reach.set_ylabel(f"fraction of runs reaching {fraction:.0%} of π_ref's regret")
     ax_reach.set_title("runs that get there", fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_box_sweep(table: pd.DataFrame, title: str = ""):
+    """``table``: :func:`xpo_sim.analysis.interval_summary` rows with columns ``group``
+    (instance), ``method``, ``width`` and ``lo`` of the box. One row of panels per
+    instance: the share of runs ending below π_ref's regret (Wilson interval) and the
+    median final regret relative to π_ref's (bootstrap interval), against the box's width;
+    boxes anchored at 0 are lines, moved boxes (lo ≠ 0) open markers beside them."""
+    plt = _pyplot()
+    groups = list(dict.fromkeys(table.group))
+    colors = label_colors(table.method)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.8 * len(groups)), squeeze=False)
+    for row, group in zip(axes, groups):
+        sub = table[table.group == group]
+        for ax, (column, name) in zip(row, (("below_ref", "share of runs ending below π_ref's regret"),
+                                             ("final_rel", "median final regret / π_ref's"))):
+            for k, (method, runs) in enumerate(sub.groupby("method", sort=False)):
+                offset = 1.0 + 0.03 * (k - 1.5)  # methods side by side on the log axis
+                for anchored, style in ((True, "o-"), (False, "s")):
+                    pts = runs[(runs.lo == 0) == anchored].sort_values("width")
+                    if not len(pts):
+                        continue
+                    err = [pts[column] - pts[f"{column}_low"], pts[f"{column}_high"] - pts[column]]
+                    ax.errorbar(pts.width * offset * (1.0 if anchored else 1.08), pts[column], yerr=err, fmt=style,
+                                color=colors[method], mfc="none" if not anchored else colors[method], ms=5,
+                                capsize=2, lw=1.2, label=method if anchored else None)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("box width (true reward range = 1; open squares: moved boxes of width 2)")
+            ax.set_title(f"{group}: {name}", fontsize=10)
+            ax.grid(alpha=0.3, lw=0.5)
+            if column == "final_rel":
+                ax.axhline(1.0, color="r", lw=0.6, alpha=0.5)
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(-0.03, 1.03)
+        row[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
