@@ -224,7 +224,8 @@ def run(
     eval_every
         Only every ``eval_every``-th round of ``record`` becomes a row (and rounds 0 and
         the last). A policy whose exact table is costly (the transformer) is scored on those
-        rounds only, so its ``best_regret`` is the best over the rows.
+        rounds only, so its ``best_regret`` is the best over the rows, and ``avg_regret``
+        and ``mixture_regret`` run over the rows' iterates.
     max_enumerate
         ``log_concentrability`` is computed by enumerating trajectories when there are at
         most this many, and is NaN otherwise (0 turns it off).
@@ -234,7 +235,13 @@ def run(
 
     Columns: ``algorithm``, ``round``, ``pairs`` (preference queries so far), ``alpha``
     (α_t used for this iterate), ``regret`` = J_β(π*) − J_β(πᵗ), ``best_regret`` (best
-    scored iterate so far), ``reward_regret`` = E_π* r − E_πᵗ r, ``kl_ref`` =
+    scored iterate so far), ``avg_regret`` = (1/t) Σ_{i=1..t} regret(πⁱ), the average
+    regret of the iterates rounds 1…t produced (π_ref's regret in row 0), over every scored
+    iterate whatever ``record`` keeps as rows (for a class scored only on the rows' rounds,
+    the transformer, the average over those), ``mixture_regret`` = J_β(π*) − J_β(π̂ₜ) for
+    the uniform mixture π̂ₜ = unif(π¹…πᵗ) of the same iterates, exact on tree instances
+    and NaN on other DAGs (:mod:`xpo_sim.mixture`; ≤ ``avg_regret`` by convexity; the
+    policy XPO's Theorem 3.1 bounds), ``reward_regret`` = E_π* r − E_πᵗ r, ``kl_ref`` =
     KL(πᵗ ‖ π_ref), ``opt_mass`` (πᵗ's mass on reward-maximizing responses),
     ``seen_star_mass`` (π*-mass on responses in the data), ``distinct_seen``,
     ``log_concentrability`` (log max_τ π*(τ)/μ̄ₜ(τ); +inf while μ̄ₜ misses a π* response),

@@ -443,13 +443,15 @@ def _values_problem(df: pd.DataFrame) -> str | None:
 
     * ``regret`` = β E_{d^π} KL(π‖π*) and ``kl_ref`` = KL(π‖π_ref) are ≥ 0 and never NaN;
       either is +inf exactly when the other is (π leaves π_ref's support);
-    * ``iterate_regret`` ≥ 0, never NaN; ``reward_regret`` and ``alpha`` finite;
+    * ``iterate_regret`` and ``avg_regret`` ≥ 0, never NaN; ``mixture_regret`` ≥ 0 or NaN
+      (not a tree); ``reward_regret`` and ``alpha`` finite;
     * ``opt_mass`` and ``seen_star_mass`` in [0, 1];
     * ``log_concentrability`` NaN (not computed) or ≥ 0 (log of a max ratio of two
       distributions), +inf allowed (the data misses a π* response);
     * ``best_regret``: the best regret of every scored iterate so far, so ≥ 0, ≤ this row's
       regret, non-increasing, equal to the regret in round 0 and to the running minimum of
-      ``regret`` when every round is a row;
+      ``regret`` when every round is a row; then also ``avg_regret`` is the running mean of
+      ``regret`` over rounds 1…t (the regret itself in round 0);
     * the identity ``reward_regret − regret + β·kl_ref = β KL(π*‖π_ref)``: the same number in
       every row of a run (regret = J*(π*) − J(π) with J(π) = E_π r − β KL(π‖π_ref)), up to
       1e-4 of the row's magnitudes (float32 policy tables keep about that many digits) plus
@@ -462,13 +464,14 @@ def _values_problem(df: pd.DataFrame) -> str | None:
 
     regret, best, kl, iterate = col("regret"), col("best_regret"), col("kl_ref"), col("iterate_regret")
     reward_regret, beta = col("reward_regret"), col("beta")
-    for name in ("regret", "best_regret", "reward_regret", "kl_ref", "opt_mass", "seen_star_mass", "iterate_regret",
-                 "alpha"):
+    for name in ("regret", "best_regret", "avg_regret", "reward_regret", "kl_ref", "opt_mass", "seen_star_mass",
+                 "iterate_regret", "alpha"):
         values = col(name)
         if np.isnan(values).any():
             return f"column {name} is NaN in {_first_bad(np.isnan(values), rounds)}"
     for name, values, least in (("regret", regret, 0.0), ("kl_ref", kl, -_KL_SLACK), ("best_regret", best, 0.0),
-                                ("iterate_regret", iterate, 0.0)):
+                                ("iterate_regret", iterate, 0.0), ("avg_regret", col("avg_regret"), 0.0),
+                                ("mixture_regret", col("mixture_regret"), 0.0)):
         if (values < least).any():
             return (f"column {name} must be >= 0, got {float(values[values < least][0])!r} in "
                     f"{_first_bad(values < least, rounds)}")
@@ -506,6 +509,13 @@ def _values_problem(df: pd.DataFrame) -> str | None:
         bad = ~(np.abs(best - running) <= slack) & np.isfinite(running)
         if bad.any():
             return f"best_regret is not the running minimum of regret in {_first_bad(bad, rounds)}"
+        with np.errstate(invalid="ignore"):
+            mean = np.concatenate([regret[:1], np.cumsum(regret[1:]) / np.arange(1, len(regret))])
+            average = col("avg_regret")
+            bad = ~(np.abs(average - mean) <= _RTOL * np.maximum(np.abs(average), np.abs(mean)) + 1e-300) & \
+                np.isfinite(mean)
+        if bad.any():
+            return f"avg_regret is not the running mean of regret in {_first_bad(bad, rounds)}"
     finite = np.isfinite(regret) & np.isfinite(kl)
     if finite.sum() >= 2:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -562,7 +572,7 @@ def _shard_problem(df: pd.DataFrame, key: str, config: RunConfig | None) -> str 
     """
     missing = [c for c in _expected_columns() if c not in df.columns]
     if missing:
-        return f"columns {missing} are missing (a truncated or foreign file?)"
+        return f"columns {missing} are missing (a truncated or foreign file, or one written before they existed?)"
     if df.empty:
         return "it holds a header but no rows"
     keys = df["key"].dropna().unique()
