@@ -493,3 +493,111 @@ def plot_scorecard_experiments(settings: pd.DataFrame, experiments=None):
                bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (5.0 * blocks)))
     return fig
+
+
+def plot_average_rate(curves: pd.DataFrame, theory: dict, titles: dict, labels: dict | None = None):
+    """The regret XPO's theorem bounds against queries T, one log-log panel per group.
+
+    ``curves``: rows with ``group``, ``quantity`` ("avg_regret", "mixture_regret" or
+    "regret"), ``pairs`` (T) and ``median``, ``q25``, ``q75`` over seeds; drawn as the median
+    line and the interquartile band. ``theory[group]`` = (Ts, bound) for √(C_cov · log|Π| / T),
+    drawn dashed. ``labels[(group, quantity)]``: legend text (e.g. with fitted slopes)."""
+    plt = _pyplot()
+    styles = {"avg_regret": ("#d62728", "-", "average regret (1/T) Σₜ regret(πᵗ)"),
+              "mixture_regret": ("#1f77b4", "-", "regret of the mixture unif(π¹…π^T)"),
+              "regret": ("#7f7f7f", ":", "last iterate's regret")}
+    labels = labels or {}
+    groups = list(dict.fromkeys(curves.group))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.8 * len(groups), 4.6), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        sub = curves[curves.group == group]
+        for quantity, (color, style, name) in styles.items():
+            part = sub[sub.quantity == quantity].sort_values("pairs")
+            if part.empty:
+                continue
+            ax.plot(part.pairs, part["median"], style, color=color, lw=1.6 if style == "-" else 1.0,
+                    label=labels.get((group, quantity), name))
+            if style == "-":
+                ax.fill_between(part.pairs, part.q25, part.q75, color=color, alpha=0.15, lw=0)
+        if group in theory:
+            ts, bound = theory[group]
+            ax.plot(ts, bound, "k--", lw=1.2, label=labels.get((group, "bound"), "√(C_cov · log|Π| / T)"))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("preference queries T (one pair a round)")
+        ax.set_ylabel("regret (median over seeds, interquartile band)")
+        ax.set_title(titles.get(group, group), fontsize=9)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rate_collapse(curves: pd.DataFrame, table: pd.DataFrame, title: str = ""):
+    """Whether regret follows √(C_cov · log|Π| / T) across instances and classes.
+
+    Left: per instance (``curves``: ``group``, ``instance``, ``policy``, ``c_cov``,
+    ``bound`` = √(C_cov · log|Π| / T) over the T grid, ``median`` regret), the median
+    regret against the bound on log-log axes, coloured by log C_cov, solid for the linear
+    class and dashed otherwise, a dot at the largest T; the line regret = bound dashed and
+    regret = c̄ · bound dotted (c̄ the median of the constants). If the bound's dependence
+    held with one constant the curves would lie on one slope-1 line. Right: the constant
+    regret / bound at the largest T per instance (``table``: ``c_cov``, ``constant``,
+    ``constant_low``, ``constant_high``, ``policy``, ``d``) against C_cov, with its
+    interval."""
+    plt = _pyplot()
+    from matplotlib import cm, colors as mcolors
+
+    fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(12.5, 5.0), gridspec_kw=dict(width_ratios=[1.35, 1]))
+    c_values = table.c_cov.to_numpy(dtype=float)
+    norm = mcolors.LogNorm(vmin=max(c_values.min(), 1e-3), vmax=max(c_values.max(), c_values.min() * 1.01))
+    cmap = cm.get_cmap("viridis") if hasattr(cm, "get_cmap") else plt.colormaps["viridis"]
+    for group, sub in curves.groupby("group", sort=False):
+        sub = sub.sort_values("pairs")
+        color = cmap(norm(float(sub.c_cov.iloc[0])))
+        style = "-" if sub.policy.iloc[0] == "linear" else "--"
+        ax.plot(sub.bound, sub["median"], style, color=color, lw=1.4, label=sub.instance.iloc[0])
+        ax.plot(sub.bound.iloc[-1], sub["median"].iloc[-1], "o", color=color, ms=5)
+    lo = min(curves.bound.min(), curves["median"].min())
+    hi = max(curves.bound.max(), curves["median"].max())
+    line = np.geomspace(lo, hi, 50)
+    ax.plot(line, line, "k--", lw=0.9, label="regret = bound (constant 1)")
+    constant = float(np.median(table.constant))
+    ax.plot(line, constant * line, "k:", lw=1.1, label=f"regret = {constant:.2g} · bound (median constant)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("√(C_cov · d · log T / T)   (d log T: the proxy for log|Π|)")
+    ax.set_ylabel("average regret (median over seeds)")
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+    ax.legend(fontsize=6.5, loc="upper left", ncol=1)
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="C_cov", pad=0.01)
+    bar.ax.yaxis.set_major_formatter(plain)
+    bar.ax.yaxis.set_minor_formatter(plain)
+    for policy, marker in (("linear", "o"), ("implicit", "s")):
+        part = table[table.policy == policy]
+        if part.empty:
+            continue
+        err = np.vstack([part.constant - part.constant_low, part.constant_high - part.constant])
+        ax_c.errorbar(part.c_cov, part.constant, yerr=err, fmt=marker, color="#333333", ms=5, capsize=2, lw=0.9,
+                      label="linear class" if policy == "linear" else "tabular class")
+        for _, row in part.iterrows():
+            ax_c.annotate(f"d={int(row.d)}", (row.c_cov, row.constant), textcoords="offset points", xytext=(4, 3),
+                          fontsize=6.5)
+    ax_c.set_xscale("log")
+    ax_c.set_yscale("log")
+    ax_c.xaxis.set_major_formatter(plain)
+    ax_c.xaxis.set_minor_formatter(plain)
+    ax_c.set_xlabel("C_cov (exact, of the class run)")
+    ax_c.set_ylabel("constant = regret / √(C_cov · d · log T / T) at T_max")
+    ax_c.grid(alpha=0.3, which="both", lw=0.5)
+    ax_c.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_average_rate", "plot_rate_collapse"]
