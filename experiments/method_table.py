@@ -14,7 +14,10 @@ iterate's own regret); RLHF with the exact optimum of the fitted reward, and wit
 (64 samples, 8 clipped epochs a round, logits policy); count-based optimism (c = 0.5);
 Inverse-Q* (4 samples per prompt from πᵗ, the oracle's best one conditions π̂* = π_ref tilted
 by exp(Ĝ/β); the iterate is π̂*, a per-state table, so it runs in the logits class); SE-POPO
-(epochs of 25 rounds, preference incentive α_t = 0.4/√t); VPO (on-policy pairs, exact
+(epochs of 25 rounds, preference incentive α_t = 0.4/√t) and SE-POPO as the authors' code runs it
+(variant="code": three iterations of ⌈rounds/3⌉ rounds, α = 1e-2, 5e-3, 0 on
+(σ(β h(y₂)) − ½)/β, github.com/MYC000801/SE-POPO; pairs of equal reward dropped as the code
+drops ties, or kept: "ties kept"); VPO (on-policy pairs, exact
 E_{π_ref} log π with α_t = 0.1·B·√t for B pairs a round, i.e. XPO's expected bonus weight).
 
 Outputs: shards and summary.csv (queries to 10% of π_ref's regret, fraction reaching it,
@@ -53,15 +56,20 @@ METHODS = [
     ("count-based UCB (c = 0.5)", "CountUCB", dict(c=0.5)),
     ("Inverse-Q* (k = 4)", "InverseQStar", dict(k=4), "logits"),
     ("SE-POPO (α = 0.4/√t)", "SEPOPO", dict(alpha=0.4, schedule="inv_sqrt", epoch_rounds=25)),
+    ("SE-POPO, authors' code", "SEPOPO", dict(variant="code")),  # three iterations over the run
+    ("SE-POPO, authors' code, ties kept", "SEPOPO", dict(variant="code", drop_ties=False)),
     ("VPO (α = 0.1·B·√t)", "VPO", dict(schedule="sqrt")),  # α set per instance: 0.01·B/β
 ]
 
 
-def method_arguments(name: str, args: dict, batch: int) -> dict:
+def method_arguments(name: str, args: dict, batch: int, rounds: int) -> dict:
     """The method's arguments for an instance with ``batch`` pairs a round (VPO's α matches
-    XPO's expected bonus weight: αβ√t = 0.01·batch·√t)."""
+    XPO's expected bonus weight: αβ√t = 0.01·batch·√t) and ``rounds`` rounds (SE-POPO's code
+    variant runs the authors' three iterations over them: epoch_rounds = ⌈rounds/3⌉)."""
     if name == "VPO":
         args = dict(args, alpha=0.01 * batch / BETA)
+    if name == "SEPOPO" and args.get("variant") == "code":
+        args = dict(args, epoch_rounds=-(-rounds // 3))
     return dict(args, batch=batch)
 
 
@@ -83,7 +91,7 @@ def build_configs(quick: bool, seeds: int) -> list[RunConfig]:
             for label, name, method_args, *policy in METHODS:
                 configs.append(RunConfig(
                     instance=family, instance_args=instance_args, algorithm=name,
-                    algorithm_args=method_arguments(name, method_args, batch), beta=beta, rounds=rounds,
+                    algorithm_args=method_arguments(name, method_args, batch, rounds), beta=beta, rounds=rounds,
                     replicate=replicate, group=group, label=label, policy=policy[0] if policy else "implicit",
                 ))
     return configs

@@ -15,6 +15,10 @@ Methods:
   XPO         ỹ ∼ π_ref, α_t = 0.01/√t (the other experiments' setting);
   SE-POPO     epochs of 25 rounds (sampler π_ref, then the previous epoch's last iterate),
               preference incentive with α_t = 0.4/√t (0.4 = 4·0.01/β: XPO's initial pull);
+  SE-POPO, authors' code   (with --sepopo-code only) variant="code" (github.com/MYC000801/SE-POPO,
+              dpo_iteration/wpo.py): three iterations of ⌈rounds/3⌉ rounds, pairs from and DPO
+              referenced to the iterate each starts from, α (σ(β h(y₂)) − ½)/β, α = 1e-2, 5e-3, 0;
+              pairs of equal reward dropped as the code drops ties, or kept ("ties kept");
   VPO         on-policy pairs, exact E_{π_ref} log π with α_t = 0.8·√t (0.8 = 0.01·8/β: the
               same expected bonus weight per round as XPO's, so VPO differs from XPO by its
               pairs and by the exact expectation);
@@ -29,7 +33,7 @@ fraction reaching it, final regret relative to π_ref's) in --out;
 figures/reward_scale.png: median queries against R_max with an e^{2 R_max} reference line
 through XPO's median at R_max = 1, and the fraction of runs that get there.
 
-    python experiments/reward_scale.py [--quick] [--seeds N] [--workers N]
+    python experiments/reward_scale.py [--quick] [--seeds N] [--workers N] [--sepopo-code]
 """
 
 from __future__ import annotations
@@ -54,28 +58,42 @@ METHODS = [
     ("online DPO", "OnlineDPO", {}),
     ("XPO, box [0, 8] at every R_max", "XPO", dict(alpha=0.01, schedule="inv_sqrt"), dict(box=(0.0, 8.0))),
 ]
+SEPOPO_CODE = [  # --sepopo-code; epoch_rounds set per run (code_iterations)
+    ("SE-POPO, authors' code", "SEPOPO", dict(variant="code")),
+    ("SE-POPO, authors' code, ties kept", "SEPOPO", dict(variant="code", drop_ties=False)),
+]
 
 
-def build_configs(quick: bool, seeds: int) -> list[RunConfig]:
+def code_iterations(args: dict, rounds: int) -> dict:
+    """SE-POPO's code variant runs the authors' three iterations over the run:
+    epoch_rounds = ⌈rounds/3⌉ (their α has three entries, 1e-2, 5e-3, 0)."""
+    return dict(args, epoch_rounds=-(-rounds // 3)) if args.get("variant") == "code" else args
+
+
+def build_configs(quick: bool, seeds: int, sepopo_code: bool = False) -> list[RunConfig]:
+    methods = METHODS + SEPOPO_CODE if sepopo_code else METHODS
     scales = [1, 4] if quick else SCALES
     rounds = 8 if quick else 125
     return [
         RunConfig(instance="bandit_needle",
                   instance_args=dict(n_responses=N_RESPONSES, eps=EPS, reward_scale=scale, seed=replicate),
-                  algorithm=name, algorithm_args=dict(args, batch=BATCH), beta=BETA, rounds=rounds,
+                  algorithm=name, algorithm_args=dict(code_iterations(args, rounds), batch=BATCH), beta=BETA,
+                  rounds=rounds,
                   replicate=replicate, group=f"R_max={scale}", label=label,
                   run_args=run_args[0] if run_args else {})
         for replicate in range(seeds)
         for scale in scales
-        for label, name, args, *run_args in METHODS
+        for label, name, args, *run_args in methods
     ]
 
 
 def main(argv=None) -> int:
-    args = parse_sweep_args(__doc__, "results/reward_scale", argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sepopo_code = "--sepopo-code" in argv
+    args = parse_sweep_args(__doc__, "results/reward_scale", [a for a in argv if a != "--sepopo-code"])
     start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 12)
-    configs = build_configs(args.quick, seeds)
+    configs = build_configs(args.quick, seeds, sepopo_code)
     _, per_run, summary, figures = run_experiment("reward scale", configs, args)
     scale_of = {c.group: c.instance_args["reward_scale"] for c in configs}
     per_run["reward_scale"] = per_run.group.map(scale_of)

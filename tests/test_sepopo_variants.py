@@ -134,18 +134,20 @@ def test_code_variant_resets_the_reference_at_iteration_boundaries():
         algorithm.collect(ctx)
         references.append(ctx.state["reference"])
         used.append(ctx.used)
-        n_iteration.append(ctx.state["iteration_data"].n_pairs)
+        n_iteration.append(ctx.state["iteration_data"].n_queries)
         if t in (1, 4, 7):  # the reference is the iterate itself: h ≡ 0 there
-            at_reference.append(algorithm.code_objective(ctx)(ctx.params)[0] / ctx.state["iteration_data"].n_pairs)
+            value = algorithm.code_objective(ctx)(ctx.params)[0]
+            at_reference.append((value, ctx.state["iteration_data"].n_pairs * math.log(2)))
         algorithm.update(ctx)
     for t in range(1, 9):
         first = 1 + 3 * ((t - 1) // 3)
         assert references[t - 1] is starts[first]
         assert len(used[t - 1]) == 2 and all(np.array_equal(table, starts[first]) for table in used[t - 1])
     assert not np.array_equal(starts[1], starts[4]) and not np.array_equal(starts[4], starts[7])
-    assert n_iteration == [2, 4, 6, 2, 4, 6, 2, 4]
-    assert ctx.data.n_pairs == 16
-    np.testing.assert_allclose(at_reference, math.log(2), rtol=1e-12)
+    assert n_iteration == [2, 4, 6, 2, 4, 6, 2, 4]  # queries asked this iteration (ties included)
+    assert ctx.data.n_queries == 16
+    for value, expected in at_reference:
+        assert value == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_code_variant_alpha_schedule():
@@ -163,31 +165,72 @@ def test_code_variant_alpha_schedule():
     assert df.converged.all() and np.isfinite(df.regret).all()
 
 
-def test_code_variant_without_bonus_in_one_iteration_is_offline_dpo():
-    """α = 0 and one iteration longer than the run: both responses from π_ref (the first
-    iterate), DPO referenced to π_ref on every pair so far — offline DPO, run for run
-    (the two exact solvers agree to their tolerance on this convex objective)."""
-    mdp = envs.bandit_needle(4, 0.1, seed=2)
-    code = xpo_sim.run(mdp, xpo_sim.SEPOPO(variant="code", iteration_alphas=(0.0,), epoch_rounds=100, batch=2),
-                       0.3, 8, seed=5)
-    offline = xpo_sim.run(mdp, xpo_sim.OfflineDPO(batch=2), 0.3, 8, seed=5)
-    assert code.pairs.tolist() == offline.pairs.tolist()
-    np.testing.assert_allclose(code.regret, offline.regret, atol=1e-6)
+def test_code_variant_dpo_term_is_the_classs_dpo_when_the_reference_is_pi_ref():
+    """In iteration 0 the reference is the first iterate, π_ref itself: with α = 0 the code
+    variant's objective is the class's own DPO objective (its kernels, another code path) on
+    the iteration's data, value and gradient."""
+    mdp = envs.token_tree(2, 2, 2, seed=4)
+    beta = 0.4
+    cls = ImplicitRewardClass(mdp, beta)
+    ctx = context(mdp, cls, beta, seed=2)
+    algorithm = xpo_sim.SEPOPO(variant="code", batch=5, epoch_rounds=10, iteration_alphas=(0.0,))
+    for t in (1, 2):
+        ctx.begin_round(t)
+        algorithm.collect(ctx)
+    data = ctx.state["iteration_data"]
+    assert data.n_pairs > 0
+    objective = algorithm.code_objective(ctx)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        theta = rng.uniform(*cls.box, cls.n_params)
+        value, grad = objective(theta)
+        expected_value, expected_grad = cls.objective(theta, data, 0.0, "dpo")
+        assert value == pytest.approx(expected_value, rel=1e-11)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_code_variant_drops_ties_as_the_code_does():
+    """run_wpo.py keeps a pair only when the two scores differ. On a needle bandit whose
+    other responses all have reward 0, only (needle, other) pairs are stored; the ties are
+    asked (they count in n_queries) but neither compared nor explored."""
+    mdp = envs.bandit_needle(4, 0.3, seed=0)
+    beta = 0.3
+    ctx = context(mdp, ImplicitRewardClass(mdp, beta), beta, seed=4)
+    algorithm = xpo_sim.SEPOPO(variant="code", batch=16, epoch_rounds=5)
+    ctx.begin_round(1)
+    algorithm.collect(ctx)
+    data = ctx.state["iteration_data"]
+    rewards = mdp.reward[0]
+    arrays, batch = data.arrays(), data.batch()
+    last = batch.actions[np.arange(len(batch)), batch.lengths - 1]
+    assert data.n_queries == 16 and 0 < data.n_pairs < 16 and data.n_skipped == 16 - data.n_pairs
+    for c, r in zip(arrays["pair_chosen"], arrays["pair_rejected"]):
+        assert rewards[last[c]] != rewards[last[r]]
+    assert data.n_explored == data.n_pairs  # one bonus response per stored pair
+    assert ctx.data.n_queries == 16 and ctx.data.n_pairs == data.n_pairs
+    # drop_ties=False keeps every query (labelled by the oracle), each with its bonus response
+    ctx = context(mdp, ImplicitRewardClass(mdp, beta), beta, seed=4)
+    keep_all = xpo_sim.SEPOPO(variant="code", batch=16, epoch_rounds=5, drop_ties=False)
+    ctx.begin_round(1)
+    keep_all.collect(ctx)
+    data = ctx.state["iteration_data"]
+    assert data.n_pairs == data.n_queries == data.n_explored == 16 and data.n_skipped == 0
 
 
 def test_code_variant_update_is_the_minimizer_over_the_box():
     """Two responses, box [0, 1]²: the update's objective value is the grid minimum of the
     oracle's objective (to the grid's resolution) and no grid point is lower."""
-    mdp = xpo_sim.TokenMDP(np.full((1, 2), -1), np.array([[1.0, 0.0]]), np.log([[0.2, 0.8]]), np.array([1.0]))
+    mdp = xpo_sim.TokenMDP(np.full((1, 2), -1), np.array([[1.0, 0.0]]), np.log([[0.4, 0.6]]), np.array([1.0]))
     beta = 0.5
     cls = ImplicitRewardClass(mdp, beta, box=(0.0, 1.0))
     ctx = context(mdp, cls, beta, seed=3)
-    algorithm = xpo_sim.SEPOPO(variant="code", batch=3, epoch_rounds=5, iteration_alphas=(2.0,))
+    algorithm = xpo_sim.SEPOPO(variant="code", batch=6, epoch_rounds=5, iteration_alphas=(2.0,))
     for t in (1, 2):
         ctx.begin_round(t)
         algorithm.collect(ctx)
         algorithm.update(ctx)
     pairs, explored = oracle_terms(ctx.state["iteration_data"])
+    assert pairs and explored
     zero = np.zeros((1, 2))
     found = naive.popo_code_objective(mdp, beta, cls.reward_table(ctx.params), zero, pairs, explored, 2.0)
     grid = np.linspace(0.0, 1.0, 101)
@@ -252,6 +295,9 @@ def test_default_is_the_theory_variant():
     (lambda: xpo_sim.SEPOPO(variant="code", schedule="inv_sqrt"), "schedule"),
     (lambda: xpo_sim.SEPOPO(variant="code", loss="ipo"), "loss"),
     (lambda: xpo_sim.SEPOPO(iteration_alphas=(0.1,)), "iteration_alphas"),
+    (lambda: xpo_sim.SEPOPO(drop_ties=False), "drop_ties"),
+    (lambda: xpo_sim.SEPOPO(variant="code", drop_ties="yes"), "drop_ties"),
+    (lambda: xpo_sim.SEPOPO(variant="code", drop_ties=0), "drop_ties"),
 ])
 def test_bad_arguments_raise_naming_them(make, name):
     with pytest.raises(ValueError, match=name):

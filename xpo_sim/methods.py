@@ -654,10 +654,11 @@ class SEPOPO(Algorithm):
     **The "code" variant.** What ``wpo.py`` and ``LLama_SFT_POPO.sh`` do, read from the
     repository: three iterations; iteration i samples K = 2 responses per prompt from the
     model it starts from (``gen_hf2.py --K 2`` on ``model_path``, the previous iteration's
-    output; the script's ``sam_model_path`` is passed but unused), labels them with a
-    reward model (``choose_type: max_random`` with K = 2: the better of the two is chosen,
-    ties dropped), and trains from that model, with that model as ``ref_model``, on this
-    iteration's pairs only, the loss per pair (``label_smoothing`` 0)
+    output; the script's ``sam_model_path`` is passed but unused), scores them with a
+    reward model (``run_wpo.py``'s ``prepare_data``, ``choose_type: max_random`` with K = 2:
+    the higher score is chosen, a pair of equal scores is dropped), and trains from that
+    model, with that model as ``ref_model``, on this iteration's pairs only, the loss per
+    pair (``label_smoothing`` 0)
 
         −log σ(β(h(y₊) − h(y₋)))  +  α_i (σ(β h(y₂)) − ½)/β,   h = log π_θ − log π_ref,
 
@@ -672,8 +673,12 @@ class SEPOPO(Algorithm):
     first round π_prev, the loss's reference, becomes the current iterate (the iterate
     the previous iteration ended with; π_ref's class member θ₀ in iteration 0), and the
     iteration's data restart empty. Each round of the iteration draws ``batch`` prompts and
-    both responses y, y₂ from π_prev — the current iterate at the time the code generates —
-    labels the pair and adds it, with y₂ as the bonus's response, to the iteration's data;
+    both responses y, y₂ from π_prev — the current iterate at the time the code generates —;
+    with ``drop_ties`` (default True) a query whose two responses the oracle scores equally
+    (``oracle_scores``: by default the true rewards — two copies of one response, and
+    distinct responses of equal reward) is counted as asked and dropped, as the code drops
+    a tie; the others (with ``drop_ties=False``, all) are labelled by the run's oracle and
+    added, with y₂ as the bonus's response, to the iteration's data;
     the update is the exact (local) minimizer over the reward class, warm-started at the
     current iterate, of :func:`popo_code_objective` on the iteration's data so far with
     α = ``iteration_alphas[k]`` (the last entry for every later iteration). So the iterate
@@ -684,7 +689,11 @@ class SEPOPO(Algorithm):
     exactly over the enumerated responses; regret is, as for every method, measured on the
     instance's objective with its own π_ref and β. Requirements as for the theory: a reward
     class, an enumerable instance, and ``loss="dpo"``. ``alpha``/``schedule`` belong to the
-    theory variant and ``iteration_alphas`` to the code variant (the other's are refused).
+    theory variant and ``iteration_alphas``/``drop_ties`` to the code variant (the other's
+    are refused). On instances whose rewards tie exactly (the needles' equal "bad"
+    responses) the tie rule decides how many pairs — and bonus terms — an iteration keeps,
+    where a language reward model would rarely tie two distinct responses: ``drop_ties=False``
+    keeps them, labelled by the oracle, as every other method does.
 
     **Concentrability column.** ỹ (theory) and both responses (code) are drawn with
     ``ctx.sample_table`` from the sampler's table, which reports them to the coverage
@@ -697,6 +706,7 @@ class SEPOPO(Algorithm):
     max_enumerate: int = 100_000
     variant: str = "theory"
     iteration_alphas: tuple = SEPOPO_CODE_ALPHAS
+    drop_ties: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -705,6 +715,7 @@ class SEPOPO(Algorithm):
         checks.integer("epoch_rounds", self.epoch_rounds, minimum=1)
         checks.integer("max_enumerate", self.max_enumerate, minimum=1)
         checks.choice("variant", self.variant, SEPOPO_VARIANTS)
+        checks.boolean("drop_ties", self.drop_ties)
         alphas = self.iteration_alphas
         if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__len__") or len(alphas) == 0:
             raise ValueError(f"iteration_alphas must be a non-empty sequence of numbers >= 0 (α of each "
@@ -718,8 +729,9 @@ class SEPOPO(Algorithm):
                                  f"iteration")
             if self.loss != "dpo":
                 raise ValueError(f"loss={self.loss!r}: variant='code' runs the authors' DPO loss (loss='dpo')")
-        elif self.iteration_alphas != SEPOPO_CODE_ALPHAS:
-            raise ValueError(f"iteration_alphas belongs to variant='code' (got {self.iteration_alphas!r} with "
+        elif self.iteration_alphas != SEPOPO_CODE_ALPHAS or not self.drop_ties:
+            name = "iteration_alphas" if self.iteration_alphas != SEPOPO_CODE_ALPHAS else "drop_ties"
+            raise ValueError(f"{name} belongs to variant='code' (got {getattr(self, name)!r} with "
                              f"variant='theory'); the theory variant takes alpha and schedule")
 
     def check_compatible(self, policy_class, mdp) -> None:
@@ -778,8 +790,14 @@ class SEPOPO(Algorithm):
         prompts = ctx.prompts(self.pairs_in_round(ctx.t))
         y = ctx.sample_table(ctx.state["reference"], prompts)
         y_second = ctx.sample_table(ctx.state["reference"], prompts)
-        label_and_store(ctx.mdp, [*ctx.datasets, ctx.state["iteration_data"]], ctx.oracle, y, y_second, ctx.rng,
-                        explored="second")
+        datasets = [*ctx.datasets, ctx.state["iteration_data"]]
+        if self.drop_ties:  # run_wpo.py's prepare_data keeps a pair only when its two scores differ
+            scores = oracle_scores(ctx.oracle, ctx.mdp, y), oracle_scores(ctx.oracle, ctx.mdp, y_second)
+            keep = np.flatnonzero(scores[0] != scores[1])
+            for data in datasets:
+                data.add_skipped(int(len(y) - keep.size))  # asked, not stored
+            y, y_second = y.take(keep), y_second.take(keep)
+        label_and_store(ctx.mdp, datasets, ctx.oracle, y, y_second, ctx.rng, explored="second")
 
     def _minimize(self, cls, objective, params) -> np.ndarray:
         from xpo_sim.solvers import lbfgsb
