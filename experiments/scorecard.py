@@ -18,7 +18,8 @@ each experiment's pairs per round (the algorithm's batch).
 Outputs in --out: shards/ (resumable: a rerun computes only what is missing), scores.csv
 (suite_version, algorithm, experiment, property, score, status, runs, kind), settings.csv
 (per setting: share solved, median final and best regret relative to π_ref's, median queries
-to 10%), runs.csv (per run), leaderboard.md. In --figures: scorecard_radar.png (one polygon
+to 10%), runs.csv (per run), leaderboard.md, experiments.md (every score with its 95% Wilson
+interval). In --figures: scorecard_radar.png (one polygon
 per algorithm), scorecard_bars.png (per property), scorecard_experiments.png (per experiment:
 share solved and queries against the setting).
 
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
         settings.to_csv(out / "settings.csv", index=False)
         runs.to_csv(out / "runs.csv", index=False)
         (out / "leaderboard.md").write_text(scorecard.leaderboard_markdown(scores), encoding="utf-8")
+        (out / "experiments.md").write_text(scorecard.experiments_markdown(scores), encoding="utf-8")
         table = scorecard.leaderboard(scores)
         title = f"exploration scorecard v{scorecard.SUITE_VERSION}{' (quick)' if args.quick else ''}"
         if table.shape[1] - 1 >= 3:

@@ -181,6 +181,19 @@ def test_bad_arguments_are_named():
         scorecard.entry("XPO", label="")
 
 
+def test_score_intervals_are_wilson_on_all_runs(calibration):
+    from xpo_sim.intervals import wilson_interval
+
+    scores, _, runs = calibration
+    for row in scores[scores.status == "ok"].itertuples():
+        mine = runs[(runs.algorithm == row.algorithm) & (runs.experiment == row.experiment)]
+        success = mine.solved if row.kind == "solved" else mine.no_harm
+        assert (row.score_low, row.score_high) == pytest.approx(wilson_interval(int(success.sum()), len(mine))[1:])
+        assert row.score_low <= row.score <= row.score_high
+    text = scorecard.experiments_markdown(scores)
+    assert "two arm beta" in text and "1.00 [" in text and "0.00 [0.00," in text
+
+
 def test_suite_version_is_in_every_run_identity():
     exp = scorecard.experiment("two_arm_beta")
     config = scorecard.configs_for(scorecard.entry("XPO"), exp, quick=True, policy="implicit")[0]
@@ -194,12 +207,19 @@ def test_scores_read_back_are_checked(calibration, tmp_path):
     back = scorecard.load_scores(tmp_path)
     assert len(back) == len(scores) and back.suite_version.iloc[0] == scorecard.SUITE_VERSION
     for column, value, match in [("score", 1.5, "outside"), ("score", math.nan, "outside"),
+                                 ("score_high", math.nan, "outside"),
                                  ("property", "charm", "unknown properties"), ("suite_version", "0", "versions")]:
         damaged = scores.copy()
         damaged.loc[0, column] = value
         damaged.to_csv(path, index=False)
         with pytest.raises(ValueError, match=match):
             scorecard.load_scores(path)
+    damaged = scores.copy()
+    positive = damaged.index[damaged.score > 0][0]
+    damaged.loc[positive, "score_high"] = damaged.loc[positive, "score"] / 2  # an interval beside its score
+    damaged.to_csv(path, index=False)
+    with pytest.raises(ValueError, match="not around"):
+        scorecard.load_scores(path)
     scores.drop(columns="status").to_csv(path, index=False)
     with pytest.raises(ValueError, match="missing columns"):
         scorecard.load_scores(path)
@@ -285,3 +305,32 @@ def test_a_pool_started_after_torch_ran_does_not_hang(tmp_path):
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "status ok" in result.stdout
+
+
+THREADS_SCRIPT = '''
+from xpo_sim.sweep import make_executor
+
+def threads(_):
+    import torch
+    return torch.get_num_threads()
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1] == "torch-first":
+        import torch  # noqa: F401  (the pool then forks from a forkserver)
+    with make_executor(2) as pool:
+        print("threads", sorted(pool.map(threads, range(4))))
+'''
+
+
+@pytest.mark.parametrize("mode", ["torch-first", "no-torch"])
+def test_pool_workers_run_torch_on_one_thread(tmp_path, mode):
+    # 2 workers on 2 cores each ran torch with one thread per core (4 threads), 2-3x slower
+    pytest.importorskip("torch")
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    result = subprocess.run([sys.executable, str(script), mode], cwd=ROOT, capture_output=True, text=True,
+                            timeout=240, env=dict(env, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "threads [1, 1, 1, 1]" in result.stdout

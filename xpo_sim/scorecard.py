@@ -63,7 +63,7 @@ from xpo_sim.algorithms import Algorithm
 
 __all__ = ["SUITE_VERSION", "SOLVED_FRACTION", "PROPERTIES", "Setting", "Experiment", "Entry", "suite",
            "experiment", "entry", "builtin_entries", "torch_available", "StayAtReference", "ReportOptimum", "configs_for",
-           "plan", "score", "score_entries", "run_outcomes", "score_results", "property_scores", "leaderboard", "leaderboard_markdown",
+           "plan", "score", "score_entries", "run_outcomes", "score_results", "property_scores", "leaderboard", "leaderboard_markdown", "experiments_markdown",
            "load_scores", "SCORE_COLUMNS"]
 
 SUITE_VERSION = "2"
@@ -81,8 +81,10 @@ PROPERTIES = ("coverage", "depth", "width", "noise", "scale", "do_no_harm", "mis
 
 SCORE_KINDS = ("solved", "no_harm")
 
-SCORE_COLUMNS = ["suite_version", "algorithm", "experiment", "property", "score", "status", "runs", "kind"]
-"""The columns of ``scores.csv`` (one row per algorithm and experiment)."""
+SCORE_COLUMNS = ["suite_version", "algorithm", "experiment", "property", "score", "score_low", "score_high", "status",
+                 "runs", "kind"]
+"""The columns of ``scores.csv`` (one row per algorithm and experiment); ``score_low`` and
+``score_high`` bound the 95% Wilson interval of the score."""
 
 TABULAR_CLASSES = ("implicit", "logits")
 """Tried in this order for the tabular experiments: the first the algorithm can run with."""
@@ -503,6 +505,18 @@ def run_outcomes(df: pd.DataFrame, configs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _score_interval(success: pd.Series, settings: pd.Series) -> tuple[float, float, float]:
+    """The 95% Wilson interval of a score. With the same number of seeds at every setting
+    (the suite's design) the score is k/N for the k successes of all N runs, and the
+    interval is Wilson's for k of N; with unequal counts, the Wilson interval of the
+    per-setting-weighted share at the total count (an approximation)."""
+    from xpo_sim.intervals import wilson_interval
+
+    n = len(success)
+    share = float(success.groupby(settings).mean().mean())
+    return wilson_interval(int(round(share * n)), n)
+
+
 def score_results(df: pd.DataFrame, configs, skipped: Sequence[tuple[str, str, str]] = ()):
     """(scores, settings) from a sweep's rows ``df`` and its ``configs``; ``skipped`` lists
     (algorithm label, experiment, status) for experiments that were not run.
@@ -517,13 +531,15 @@ def score_results(df: pd.DataFrame, configs, skipped: Sequence[tuple[str, str, s
         exp = experiment(name)
         success = group.solved if exp.kind == "solved" else group.no_harm
         per_setting = success.groupby(group.value).mean()
+        _, low, high = _score_interval(success, group.value)
         score_rows.append(dict(suite_version=SUITE_VERSION, algorithm=label, experiment=name,
-                               property=exp.property, score=float(per_setting.mean()), status="ok",
-                               runs=len(group), kind=exp.kind))
+                               property=exp.property, score=float(per_setting.mean()), score_low=low,
+                               score_high=high, status="ok", runs=len(group), kind=exp.kind))
     for label, name, status in skipped:
         exp = experiment(name)
         score_rows.append(dict(suite_version=SUITE_VERSION, algorithm=label, experiment=name, property=exp.property,
-                               score=math.nan, status=status, runs=0, kind=exp.kind))
+                               score=math.nan, score_low=math.nan, score_high=math.nan, status=status, runs=0,
+                               kind=exp.kind))
     scores = pd.DataFrame(score_rows, columns=SCORE_COLUMNS)
     order = {e.name: i for i, e in enumerate(suite())}
     scores = scores.sort_values(["algorithm", "experiment"], key=lambda c: c.map(order) if c.name == "experiment"
@@ -659,6 +675,28 @@ def leaderboard_markdown(scores: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def experiments_markdown(scores: pd.DataFrame) -> str:
+    """Every experiment's score per algorithm with its 95% Wilson interval, as a Markdown
+    table (one row per algorithm, leaderboard order; "—" for not run): the numbers a claim
+    that one method beats another on an experiment is read from."""
+    order = list(leaderboard(scores).index)
+    names = [e.name for e in suite() if e.name in set(scores.experiment)]
+    lines = [f"Exploration scorecard, suite version {SUITE_VERSION}: score [95% interval] per experiment", "",
+             "| algorithm | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+             "|" + "|".join(["---"] + [":-:"] * len(names)) + "|"]
+    by = scores.set_index(["algorithm", "experiment"])
+    for label in order:
+        cells = []
+        for name in names:
+            row = by.loc[(label, name)] if (label, name) in by.index else None
+            if row is None or not np.isfinite(row.score):
+                cells.append("—")
+            else:
+                cells.append(f"{row.score:.2f} [{row.score_low:.2f}, {row.score_high:.2f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def load_scores(path) -> pd.DataFrame:
     """Read a ``scores.csv`` (or the folder holding one) and check it: the columns of
     :data:`SCORE_COLUMNS`, scores in [0, 1] where the status is "ok" and NaN otherwise,
@@ -676,10 +714,12 @@ def load_scores(path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")
     ok = df.status == "ok"
-    bad = df[ok & ~df.score.between(0.0, 1.0)]
+    bad = df[ok & ~(df.score.between(0.0, 1.0) & (df.score_low <= df.score + 1e-12) & (df.score <= df.score_high + 1e-12)
+                    & df.score_low.between(0.0, 1.0) & df.score_high.between(0.0, 1.0))]
     if len(bad):
-        raise ValueError(f"{path}: scores outside [0, 1] (or missing) for {bad[['algorithm', 'experiment']].values.tolist()[:3]}")
-    if df.loc[~ok, "score"].notna().any():
+        raise ValueError(f"{path}: scores or their intervals outside [0, 1], missing, or not around the score, for "
+                         f"{bad[['algorithm', 'experiment']].values.tolist()[:3]}")
+    if df.loc[~ok, ["score", "score_low", "score_high"]].notna().any(axis=None):
         raise ValueError(f"{path}: an experiment that did not run carries a score")
     unknown = sorted(set(df.property) - set(PROPERTIES))
     if unknown:
