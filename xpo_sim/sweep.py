@@ -1305,10 +1305,12 @@ def parse_sweep_args(doc: str, default_out: str, argv=None):
 
 
 def run_experiment(name: str, configs: list[RunConfig], args, fraction: float = 0.1):
-    """Run a sweep script's configs, write ``summary.csv`` to ``--out`` and create the
+    """Run a sweep script's configs, write ``summary.csv`` and ``intervals.csv``
+    (:func:`xpo_sim.analysis.interval_summary`: Wilson and bootstrap 95% intervals per
+    group) to ``--out`` and create the
     ``--figures`` folder. Returns (rows, per-run table, summary, figures folder). A failed
     write of the summary or of the folder is a one-line error and exit 1."""
-    from xpo_sim.analysis import queries_to_threshold, summarize_runs
+    from xpo_sim.analysis import interval_summary, queries_to_threshold, summarize_runs
 
     seeds = len({c.replicate for c in configs})
     print(f"{name}: {len(configs)} runs ({seeds} seeds) -> {args.out}", file=sys.stderr)
@@ -1318,6 +1320,7 @@ def run_experiment(name: str, configs: list[RunConfig], args, fraction: float = 
     figures = Path(args.figures)
     try:
         summary.to_csv(Path(args.out) / "summary.csv", index=False)
+        interval_summary(per_run).to_csv(Path(args.out) / "intervals.csv", index=False)
         figures.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         print(f"error: could not write {err.filename or args.out}: {err.strerror or err} (every run's shard is "
