@@ -154,6 +154,10 @@ def test_experiment_script_quick_run(script, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) > 0
+    intervals = pd.read_csv(out / "intervals.csv")  # the 95% intervals every claim is read with
+    assert len(intervals) == len(summary.drop_duplicates([c for c in ("group", "label", "instance", "beta", "eps",
+                                                                      "policy") if c in summary.columns]))
+    assert ((intervals.reached_low <= intervals.reached) & (intervals.reached <= intervals.reached_high)).all()
     pngs = list(figures.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
     # a rerun finds every shard and recomputes nothing
