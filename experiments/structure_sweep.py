@@ -30,7 +30,8 @@ Three parts, every regret exact, β = 0.1, Bradley–Terry labels, the exact per
                 collapse plot) and the constant regret / √(C_cov · d · log T / T) at T = 1,000
                 per instance, with bootstrap intervals.
 
-Outputs: shards, summary.csv (parts a and b), rate.csv (slopes in T) and collapse.csv (the C_cov
+Outputs: shards, summary.csv and intervals.csv (parts a and b; 95% Wilson and bootstrap
+intervals per grid point), rate.csv (slopes in T) and collapse.csv (the C_cov
 axis) of part (c) in --out; in --figures:
   structure_lock.png            queries to 10% against H (a)
   structure_bandit.png          queries to 10% against n (b)
@@ -59,6 +60,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from xpo_sim import envs  # noqa: E402
+from xpo_sim.analysis import interval_summary  # noqa: E402
 from xpo_sim.intervals import bootstrap_interval, format_interval, slope_interval  # noqa: E402
 from xpo_sim.metrics import coverability  # noqa: E402
 from xpo_sim.mixture import is_tree  # noqa: E402
@@ -266,7 +268,7 @@ def collapse_table(df: pd.DataFrame, constants: dict, seeds: int) -> tuple[pd.Da
     """Part (c), C_cov axis, over every rate and collapse instance run (seeds 0 … ``seeds``−1
     of each): per instance C_cov, d, the bound B(T) = √(C_cov · d · log T / T) at T_max,
     the median average regret there and the constant regret/B per seed (median, bootstrap
-    95% interval), the mixture's where the instance is a tree, and the median curve's slope
+    95% interval), π_ref's regret (median) and the average regret relative to it, the mixture's where the instance is a tree, and the median curve's slope
     in T (T ≥ 10). Also the median curves for the collapse plot, and the across-instance fit
     regret(T_max) ∝ B(T_max)^γ (γ = 1 if the bound's dependence on C_cov · d holds; its
     interval resamples the seeds of every instance)."""
@@ -278,8 +280,10 @@ def collapse_table(df: pd.DataFrame, constants: dict, seeds: int) -> tuple[pd.Da
         _, mixture = seed_curves(df, group, "mixture_regret", range(seeds))
         b = bound(c["c_cov"], c["d"], ts)
         ratio = avg[:, -1] / b[-1]
+        first = df[(df.group == group) & (df["round"] == 0) & df.replicate.isin(list(range(seeds)))]
         row = dict(group=group, instance=c["title"], policy=c["policy"], c_cov=c["c_cov"], d=c["d"], seeds=avg.shape[0],
-                   T_max=int(ts[-1]), bound_T_max=float(b[-1]))
+                   T_max=int(ts[-1]), bound_T_max=float(b[-1]), ref_regret=float(first.regret.median()),
+                   avg_over_ref=float(np.median(avg[:, -1] / first.sort_values("replicate").regret.to_numpy())))
         for name, values in (("avg_regret", avg[:, -1]), ("constant", ratio)):
             est, low, high = bootstrap_interval(values, "median")
             row.update({name: est, f"{name}_low": low, f"{name}_high": high})
@@ -341,7 +345,16 @@ def main(argv=None) -> int:
         runs=("queries", "size"), queries_median=("queries", "median"), reached=("hit", "mean"),
         final_regret_rel=("final_rel", "mean"), best_regret_rel=("best_rel", "mean"),
     ).reset_index()
+
+    def named(frame: pd.DataFrame) -> pd.DataFrame:
+        family = {"lock": "combination_lock(H = {})", "bandit": "feature_bandit(n = {})"}
+        return frame.assign(instance=[family[g].format(int(v)) for g, v in zip(frame.group, frame["size"])])
+
+    table = named(table)
     table.to_csv(Path(args.out) / "summary.csv", index=False)
+    # parts a and b's intervals per grid point (run_experiment's pool the sizes of the bandit, whose ε is one)
+    named(interval_summary(sized, keys=["group", "label", "size"])).to_csv(Path(args.out) / "intervals.csv",
+                                                                            index=False)
 
     horizons = np.array(sorted(per_run[per_run.group == "lock"]["size"].unique()), dtype=float)
     ns = np.array(sorted(per_run[per_run.group == "bandit"]["size"].unique()), dtype=float)
@@ -384,7 +397,8 @@ def main(argv=None) -> int:
                                          f" (median), {one.loc['geomean', 'slope']:.2f} (geo. mean)")
         theory_slope = fitted.theory_slope.iloc[0] if len(fitted) else math.nan
         labels[(group, "bound")] = f"√(C_cov·d·log T/T), C_cov = {c['c_cov']:.2f}, d = {c['d']} (slope {theory_slope:.2f})"
-    plot_average_rate(curves, theory, titles, labels).savefig(figures / "structure_rate.png", dpi=120)
+    plot_average_rate(curves, theory, titles, labels, fit_from=window).savefig(figures / "structure_rate.png", dpi=120,
+                                                                               bbox_inches="tight")
     collapse_title = (f"XPO (α = 0.01/√t), β = {BETA}, one pair a round, T ≤ {int(collapse.T_max.max())}, "
                       f"{collapse_seeds} seeds per instance")
     if fit:
@@ -409,7 +423,8 @@ def main(argv=None) -> int:
         slope=[format_interval((a, b, c)) if np.isfinite(a) else "" for a, b, c in
                zip(collapse.get("slope_T", np.nan), collapse.get("slope_T_low", np.nan),
                    collapse.get("slope_T_high", np.nan))])
-    print_summary(shown, ["instance", "c_cov", "d", "bound_T_max", "avg", "const", "slope"])
+    print_summary(shown, ["instance", "c_cov", "d", "bound_T_max", "ref_regret", "avg", "avg_over_ref", "const",
+                          "slope"])
     if fit:
         print(f"across {fit['instances']} instances: regret(T_max) ∝ bound^γ, γ = "
               f"{format_interval((fit['gamma'], fit['gamma_low'], fit['gamma_high']))} (1 if the bound's C_cov·d held)")

@@ -495,20 +495,22 @@ def plot_scorecard_experiments(settings: pd.DataFrame, experiments=None):
     return fig
 
 
-def plot_average_rate(curves: pd.DataFrame, theory: dict, titles: dict, labels: dict | None = None):
+def plot_average_rate(curves: pd.DataFrame, theory: dict, titles: dict, labels: dict | None = None,
+                      fit_from: float | None = None):
     """The regret XPO's theorem bounds against queries T, one log-log panel per group.
 
     ``curves``: rows with ``group``, ``quantity`` ("avg_regret", "mixture_regret" or
     "regret"), ``pairs`` (T) and ``median``, ``q25``, ``q75`` over seeds; drawn as the median
     line and the interquartile band. ``theory[group]`` = (Ts, bound) for √(C_cov · log|Π| / T),
-    drawn dashed. ``labels[(group, quantity)]``: legend text (e.g. with fitted slopes)."""
+    drawn dashed. ``labels[(group, quantity)]``: legend text (e.g. with fitted slopes);
+    ``fit_from``: where the fits start, a dotted vertical line."""
     plt = _pyplot()
     styles = {"avg_regret": ("#d62728", "-", "average regret (1/T) Σₜ regret(πᵗ)"),
               "mixture_regret": ("#1f77b4", "-", "regret of the mixture unif(π¹…π^T)"),
               "regret": ("#7f7f7f", ":", "last iterate's regret")}
     labels = labels or {}
     groups = list(dict.fromkeys(curves.group))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.8 * len(groups), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.8 * len(groups), 5.6), squeeze=False)
     for ax, group in zip(axes[0], groups):
         sub = curves[curves.group == group]
         for quantity, (color, style, name) in styles.items():
@@ -526,9 +528,11 @@ def plot_average_rate(curves: pd.DataFrame, theory: dict, titles: dict, labels: 
         ax.set_yscale("log")
         ax.set_xlabel("preference queries T (one pair a round)")
         ax.set_ylabel("regret (median over seeds, interquartile band)")
+        if fit_from is not None:
+            ax.axvline(fit_from, color="#999999", ls=":", lw=0.9)
         ax.set_title(titles.get(group, group), fontsize=9)
         ax.grid(alpha=0.3, which="both", lw=0.5)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -548,7 +552,7 @@ def plot_rate_collapse(curves: pd.DataFrame, table: pd.DataFrame, title: str = "
     plt = _pyplot()
     from matplotlib import cm, colors as mcolors
 
-    fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(12.5, 5.0), gridspec_kw=dict(width_ratios=[1.35, 1]))
+    fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(12.5, 6.4), gridspec_kw=dict(width_ratios=[1.35, 1]))
     c_values = table.c_cov.to_numpy(dtype=float)
     norm = mcolors.LogNorm(vmin=max(c_values.min(), 1e-3), vmax=max(c_values.max(), c_values.min() * 1.01))
     cmap = cm.get_cmap("viridis") if hasattr(cm, "get_cmap") else plt.colormaps["viridis"]
@@ -569,27 +573,32 @@ def plot_rate_collapse(curves: pd.DataFrame, table: pd.DataFrame, title: str = "
     ax.set_xlabel("√(C_cov · d · log T / T)   (d log T: the proxy for log|Π|)")
     ax.set_ylabel("average regret (median over seeds)")
     ax.grid(alpha=0.3, which="both", lw=0.5)
-    ax.legend(fontsize=6.5, loc="upper left", ncol=1)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     from matplotlib.ticker import FuncFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="C_cov", pad=0.01)
+    from matplotlib.ticker import NullFormatter
+
+    ticks = [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256) if norm.vmin <= v <= norm.vmax]
+    bar.set_ticks(ticks)
     bar.ax.yaxis.set_major_formatter(plain)
-    bar.ax.yaxis.set_minor_formatter(plain)
-    for policy, marker in (("linear", "o"), ("implicit", "s")):
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    for policy, marker, color in (("linear", "o", "#d62728"), ("implicit", "s", "#1f77b4")):
         part = table[table.policy == policy]
         if part.empty:
             continue
         err = np.vstack([part.constant - part.constant_low, part.constant_high - part.constant])
-        ax_c.errorbar(part.c_cov, part.constant, yerr=err, fmt=marker, color="#333333", ms=5, capsize=2, lw=0.9,
+        ax_c.errorbar(part.c_cov, part.constant, yerr=err, fmt=marker, color=color, ms=5, capsize=2, lw=0.9,
                       label="linear class" if policy == "linear" else "tabular class")
         for _, row in part.iterrows():
             ax_c.annotate(f"d={int(row.d)}", (row.c_cov, row.constant), textcoords="offset points", xytext=(4, 3),
                           fontsize=6.5)
     ax_c.set_xscale("log")
     ax_c.set_yscale("log")
+    ax_c.set_xticks(ticks)
     ax_c.xaxis.set_major_formatter(plain)
-    ax_c.xaxis.set_minor_formatter(plain)
+    ax_c.xaxis.set_minor_formatter(NullFormatter())
     ax_c.set_xlabel("C_cov (exact, of the class run)")
     ax_c.set_ylabel("constant = regret / √(C_cov · d · log T / T) at T_max")
     ax_c.grid(alpha=0.3, which="both", lw=0.5)
