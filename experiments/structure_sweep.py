@@ -174,8 +174,9 @@ def rate_configs(quick: bool, rate_seeds: int, collapse_seeds: int) -> list[RunC
 
 def rate_table(df: pd.DataFrame, seeds: int) -> tuple[pd.DataFrame, dict, dict]:
     """The earlier best-iterate view of part (c) (the function approximation notebook draws
-    it; the script reports :func:`rate_slopes` and :func:`collapse_table`): mean best-iterate regret per T, the theory curve per rate instance (exact C_cov of
-    the linear class, averaged over the seeds' instances) and a one-row-per-instance table."""
+    it; the script reports :func:`rate_slopes` and :func:`collapse_table`): mean best-iterate
+    regret per T, the theory curve per rate instance (exact C_cov of the linear class,
+    averaged over the seeds' instances) and a one-row-per-instance table."""
     curves = df[df.group.isin(list(RATE_INSTANCES))].groupby(["group", "pairs"], as_index=False).best_regret.mean()
     theory, rows = {}, []
     for group, (instance, instance_args, box, title) in RATE_INSTANCES.items():
@@ -268,8 +269,9 @@ def collapse_table(df: pd.DataFrame, constants: dict, seeds: int) -> tuple[pd.Da
     """Part (c), C_cov axis, over every rate and collapse instance run (seeds 0 … ``seeds``−1
     of each): per instance C_cov, d, the bound B(T) = √(C_cov · d · log T / T) at T_max,
     the median average regret there and the constant regret/B per seed (median, bootstrap
-    95% interval), π_ref's regret (median) and the average regret relative to it, the mixture's where the instance is a tree, and the median curve's slope
-    in T (T ≥ 10). Also the median curves for the collapse plot, and the across-instance fit
+    95% interval), π_ref's regret (median) and the average regret relative to it, the
+    mixture's regret where the instance is a tree, and the median curve's slope in T
+    (T ≥ 10). Also the median curves for the collapse plot, and the across-instance fit
     regret(T_max) ∝ B(T_max)^γ (γ = 1 if the bound's dependence on C_cov · d holds; its
     interval resamples the seeds of every instance)."""
     rows, curves_out, finals, bounds = [], [], [], []
@@ -393,10 +395,11 @@ def main(argv=None) -> int:
                 continue
             name = {"avg_regret": "average regret", "mixture_regret": "mixture's regret",
                     "regret": "last iterate"}[quantity]
-            labels[(group, quantity)] = (f"{name}: slope {format_interval(tuple(one.loc['median', ['slope', 'low', 'high']]))}"
-                                         f" (median), {one.loc['geomean', 'slope']:.2f} (geo. mean)")
+            median = format_interval(tuple(one.loc["median", ["slope", "low", "high"]]))
+            labels[(group, quantity)] = f"{name}: slope {median} (median), {one.loc['geomean', 'slope']:.2f} (geo. mean)"
         theory_slope = fitted.theory_slope.iloc[0] if len(fitted) else math.nan
-        labels[(group, "bound")] = f"√(C_cov·d·log T/T), C_cov = {c['c_cov']:.2f}, d = {c['d']} (slope {theory_slope:.2f})"
+        labels[(group, "bound")] = (f"√(C_cov·d·log T/T), C_cov = {c['c_cov']:.2f}, d = {c['d']} "
+                                    f"(slope {theory_slope:.2f})")
     plot_average_rate(curves, theory, titles, labels, fit_from=window).savefig(figures / "structure_rate.png", dpi=120,
                                                                                bbox_inches="tight")
     collapse_title = (f"XPO (α = 0.01/√t), β = {BETA}, one pair a round, T ≤ {int(collapse.T_max.max())}, "
@@ -427,7 +430,8 @@ def main(argv=None) -> int:
                           "slope"])
     if fit:
         print(f"across {fit['instances']} instances: regret(T_max) ∝ bound^γ, γ = "
-              f"{format_interval((fit['gamma'], fit['gamma_low'], fit['gamma_high']))} (1 if the bound's C_cov·d held)")
+              f"{format_interval((fit['gamma'], fit['gamma_low'], fit['gamma_high']))} "
+              f"(1 if the bound's C_cov·d held)")
     print(f"\nsummary: {out / 'summary.csv'}, {out / 'rate.csv'}, {out / 'collapse.csv'}; "
           f"figures: {figures}/structure_*.png; {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
