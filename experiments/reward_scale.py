@@ -26,6 +26,9 @@ Methods:
   XPO, box [0, 8]   a control: XPO as above, with the class's box fixed at [0, 8] for every
               R_max instead of the default [0, R_max] (the default box is the theory's class,
               |r̂| ≤ R_max, so it tells the learner the reward range).
+  XPO, label noise of R_max = 1   (with --noise-control only) a control: XPO as above, labelled
+              by Bradley–Terry with rationality 1/R_max, so that the needle beats a bad response
+              with probability σ(1) at every R_max (the label noise of R_max = 1).
 The α's are held fixed across R_max.
 
 Outputs: shards and summary.csv (one group per R_max: queries to 10% of π_ref's regret,
@@ -33,7 +36,7 @@ fraction reaching it, final regret relative to π_ref's) in --out;
 figures/reward_scale.png: median queries against R_max with an e^{2 R_max} reference line
 through XPO's median at R_max = 1, and the fraction of runs that get there.
 
-    python experiments/reward_scale.py [--quick] [--seeds N] [--workers N] [--sepopo-code]
+    python experiments/reward_scale.py [--quick] [--seeds N] [--workers N] [--sepopo-code] [--noise-control]
 """
 
 from __future__ import annotations
@@ -64,17 +67,34 @@ SEPOPO_CODE = [  # --sepopo-code; epoch_rounds set per run (code_iterations)
 ]
 
 
+NOISE_CONTROL = "XPO, label noise of R_max = 1"  # --noise-control
+
+
+def noise_control(scale: float) -> dict:
+    """The control's oracle: Bradley–Terry with rationality 1/R_max, so that
+    P(needle ≻ bad) = σ(R_max / R_max) = σ(1) at every R_max — the labels of R_max = 1."""
+    return dict(oracle="BradleyTerry", oracle_args=dict(reward_scale=1.0 / scale))
+
+
 def code_iterations(args: dict, rounds: int) -> dict:
     """SE-POPO's code variant runs the authors' three iterations over the run:
     epoch_rounds = ⌈rounds/3⌉ (their α has three entries, 1e-2, 5e-3, 0)."""
     return dict(args, epoch_rounds=-(-rounds // 3)) if args.get("variant") == "code" else args
 
 
-def build_configs(quick: bool, seeds: int, sepopo_code: bool = False) -> list[RunConfig]:
+def build_configs(quick: bool, seeds: int, sepopo_code: bool = False, noise: bool = False) -> list[RunConfig]:
     methods = METHODS + SEPOPO_CODE if sepopo_code else METHODS
     scales = [1, 4] if quick else SCALES
     rounds = 8 if quick else 125
-    return [
+    controls = [
+        RunConfig(instance="bandit_needle",
+                  instance_args=dict(n_responses=N_RESPONSES, eps=EPS, reward_scale=scale, seed=replicate),
+                  algorithm="XPO", algorithm_args=dict(alpha=0.01, schedule="inv_sqrt", batch=BATCH), beta=BETA,
+                  rounds=rounds, replicate=replicate, group=f"R_max={scale}", label=NOISE_CONTROL,
+                  **noise_control(scale))
+        for replicate in range(seeds) for scale in scales
+    ] if noise else []
+    return controls + [
         RunConfig(instance="bandit_needle",
                   instance_args=dict(n_responses=N_RESPONSES, eps=EPS, reward_scale=scale, seed=replicate),
                   algorithm=name, algorithm_args=dict(code_iterations(args, rounds), batch=BATCH), beta=BETA,
@@ -90,10 +110,12 @@ def build_configs(quick: bool, seeds: int, sepopo_code: bool = False) -> list[Ru
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     sepopo_code = "--sepopo-code" in argv
-    args = parse_sweep_args(__doc__, "results/reward_scale", [a for a in argv if a != "--sepopo-code"])
+    noise = "--noise-control" in argv
+    args = parse_sweep_args(__doc__, "results/reward_scale",
+                            [a for a in argv if a not in ("--sepopo-code", "--noise-control")])
     start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 12)
-    configs = build_configs(args.quick, seeds, sepopo_code)
+    configs = build_configs(args.quick, seeds, sepopo_code, noise)
     _, per_run, summary, figures = run_experiment("reward scale", configs, args)
     scale_of = {c.group: c.instance_args["reward_scale"] for c in configs}
     per_run["reward_scale"] = per_run.group.map(scale_of)

@@ -99,3 +99,20 @@ def test_the_experiment_grid():
     controls = [c for c in configs if c.run_args]
     assert {c.run_args["box"] for c in controls} == {(0.0, 8.0)} and {c.algorithm for c in controls} == {"XPO"}
     assert len(script.build_configs(quick=True, seeds=1)) < len(configs)
+
+
+def test_the_noise_control_holds_the_label_noise_of_reward_scale_one():
+    # the control's oracle labels the needle against a bad response with probability σ(1) at
+    # every R_max: the reward gap R_max times the rationality 1/R_max
+    spec = importlib.util.spec_from_file_location("_reward_scale_script", ROOT / "experiments" / "reward_scale.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    plain = script.build_configs(quick=False, seeds=2)
+    controls = [c for c in script.build_configs(quick=False, seeds=2, noise=True) if c.label == script.NOISE_CONTROL]
+    assert len(controls) == 2 * len(script.SCALES) and not any(c.label == script.NOISE_CONTROL for c in plain)
+    rng = np.random.default_rng(0)
+    for config in controls:
+        scale = config.instance_args["reward_scale"]
+        oracle = xpo_sim.sweep.make_oracle(config.oracle, config.oracle_args)
+        wins = oracle.prefer(np.full(200_000, scale), np.zeros(200_000), rng)
+        assert np.mean(wins) == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.005)
