@@ -223,18 +223,24 @@ def missing_reward_members(policy) -> list[str]:
     return [m for m in REWARD_MEMBERS if getattr(policy, m, None) is None]
 
 
-SOLVERS = ("newton", "lbfgsb")
+SOLVERS = ("newton", "lbfgsb", "global")
 
 
 class _LinearRewardBase:
     """Shared machinery of the reward classes: r̂_θ = F θ, θ ∈ [lo, hi]^d, exact per-round
     argmin (see the module docstring). ``solver``: "newton" (projected Newton-CG on exact
-    Hessian-vector products, :func:`xpo_sim.solvers.projected_newton`) or "lbfgsb" (SciPy's
-    L-BFGS-B, the reference). Every update appends its :class:`xpo_sim.solvers.SolveResult`
-    to ``solve_results`` (the round loop reads and clears it)."""
+    Hessian-vector products, :func:`xpo_sim.solvers.projected_newton`), "lbfgsb" (SciPy's
+    L-BFGS-B, the reference) — with α > 0 both return a *local* minimizer, the one reached by
+    descent from the previous iterate — or "global" (the certified global argmin by branch
+    and bound, :func:`xpo_sim.solvers.global_minimize`, for at most
+    :data:`xpo_sim.solvers.GLOBAL_MAX_PARAMS` parameters; ``gap_tol`` and ``max_nodes`` are
+    its tolerance and node cap). Every update appends its :class:`xpo_sim.solvers.SolveResult`
+    to ``solve_results`` (the round loop reads and clears it); a global solve's result
+    carries its ``lower_bound`` and ``gap``."""
 
     def __init__(self, mdp: TokenMDP, beta: float, features: sp.csr_matrix, box, *, l2: float = 0.0,
-                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
+                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None,
+                 gap_tol: float = 1e-6, max_nodes: int = 20_000):
         self.mdp = mdp
         self.beta = checks.beta(beta)
         self.features = features
@@ -246,7 +252,17 @@ class _LinearRewardBase:
         self.gtol = checks.positive("gtol", gtol)
         self.ftol = checks.positive("ftol", ftol)
         self.max_iter = (checks.integer("max_iter", max_iter, minimum=1) if max_iter is not None
-                         else (200 if solver == "newton" else 2000))
+                         else (2000 if solver == "lbfgsb" else 200))
+        self.gap_tol = checks.positive("gap_tol", gap_tol)
+        self.max_nodes = checks.integer("max_nodes", max_nodes, minimum=1)
+        self._curvature = None
+        if solver == "global":
+            n_params = int(features.shape[1])
+            if n_params > _solvers.GLOBAL_MAX_PARAMS:
+                raise ValueError(f"solver='global' certifies the global argmin by branch and bound for at most "
+                                 f"{_solvers.GLOBAL_MAX_PARAMS} parameters; this class has {n_params} (use "
+                                 f"solver='newton', a local minimizer, or a smaller support/feature set)")
+            self._curvature = _solvers.SoftValueCurvature(mdp.next_state, mdp.ref_logp, features, mdp.start_states)
         self.solve_results: list = []
         self.aggregated_data = True  # update/objective read data.arrays() only
         shape = (mdp.n_states, mdp.n_actions)
@@ -371,8 +387,29 @@ class _LinearRewardBase:
         self._second_order(state)
         return self._hessian_vector(np.asarray(vector, dtype=np.float64), state)
 
+    def _global_parts(self, state: dict) -> dict:
+        """What :func:`xpo_sim.solvers.global_minimize` needs for the objective ``state``: L
+        and ∇L (pointing H v and diag H at that point), H v, diag H, the untouched parameters,
+        the gauges, and the box bounds of :class:`xpo_sim.solvers.RoundBounds` (αBB shift and
+        chord relaxation)."""
+        if self._curvature is None:
+            self._curvature = _solvers.SoftValueCurvature(self.mdp.next_state, self.mdp.ref_logp, self.features,
+                                                          self.mdp.start_states)
+        bounds = self._curvature.round_bounds(state["arrays"], self.beta, state["kind"], self.l2)
+
+        def fun(x):
+            value_grad = self._value_and_grad(x, state)
+            self._second_order(state)
+            return value_grad
+
+        return dict(fun=fun, hvp=lambda v: self._hessian_vector(v, state),
+                    diagonal=lambda: self._hessian_diagonal(state), fixed=self._untouched(state),
+                    gauges=[] if self.l2 else self._curvature.gauges(state["arrays"]),
+                    shift=bounds.shift, relaxations=bounds.relaxations)
+
     def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
-        """Minimize the objective over the box, warm-started at ``params``; the
+        """Minimize the objective over the box, warm-started at ``params`` (``solver``: a
+        local minimizer by descent, or the certified global one); the
         :class:`~xpo_sim.solvers.SolveResult` is appended to ``solve_results``."""
         if self.n_params == 0:
             return params
@@ -381,6 +418,13 @@ class _LinearRewardBase:
         if self.solver == "lbfgsb":
             result = _solvers.lbfgsb(lambda x: self._value_and_grad(x, state), params, lo, hi,
                                      gtol=self.gtol, max_iter=self.max_iter)
+        elif self.solver == "global":
+            parts = self._global_parts(state)
+            result = _solvers.global_minimize(
+                parts["fun"], parts["hvp"], parts["shift"], params, lo, hi, diagonal=parts["diagonal"],
+                fixed=parts["fixed"], relaxations=parts["relaxations"], gauges=parts["gauges"],
+                gap_tol=self.gap_tol, max_nodes=self.max_nodes, ftol=self.ftol, gtol=self.gtol, max_iter=self.max_iter,
+            )
         else:
             def fun(x):
                 value_grad = self._value_and_grad(x, state)
@@ -427,7 +471,8 @@ class ImplicitRewardClass(_LinearRewardBase):
     name = "implicit"
 
     def __init__(self, mdp: TokenMDP, beta: float, *, box=None, support: str = "auto", l2: float = 0.0,
-                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
+                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None,
+                 gap_tol: float = 1e-6, max_nodes: int = 20_000):
         terminal = mdp.allowed & (mdp.next_state == -1)
         checks.choice("support", support, ("auto", "terminal", "all"))
         if support == "auto":
@@ -440,7 +485,7 @@ class ImplicitRewardClass(_LinearRewardBase):
             true = mdp.reward[mask]
             box = (min(0.0, float(true.min())), max(0.0, float(true.max())))
         super().__init__(mdp, beta, one_hot_features(mask), box, l2=l2, solver=solver, gtol=gtol, ftol=ftol,
-                         max_iter=max_iter)
+                         max_iter=max_iter, gap_tol=gap_tol, max_nodes=max_nodes)
         self._flat_index = np.flatnonzero(mask.ravel())
 
     # one-hot features: F θ is a scatter and Fᵀ g a gather (same numbers as the sparse
@@ -485,7 +530,8 @@ class LinearRewardClass(_LinearRewardBase):
     name = "linear"
 
     def __init__(self, mdp: TokenMDP, beta: float, *, features=None, box=None, l2: float = 0.0,
-                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None):
+                 solver: str = "newton", gtol: float = 1e-9, ftol: float = 1e-15, max_iter: int | None = None,
+                 gap_tol: float = 1e-6, max_nodes: int = 20_000):
         if features is None:
             if mdp.features is None:
                 raise ValueError("the linear class needs features: pass features=... (S, A, d) or build the "
@@ -497,7 +543,8 @@ class LinearRewardClass(_LinearRewardBase):
             box = mdp.info.get("feature_box")
             if box is None:
                 raise ValueError("the linear class needs box=(lo, hi): this instance records no feature_box")
-        super().__init__(mdp, beta, matrix, box, l2=l2, solver=solver, gtol=gtol, ftol=ftol, max_iter=max_iter)
+        super().__init__(mdp, beta, matrix, box, l2=l2, solver=solver, gtol=gtol, ftol=ftol, max_iter=max_iter,
+                         gap_tol=gap_tol, max_nodes=max_nodes)
 
 
 class LogitsClass:
