@@ -527,3 +527,29 @@ def coverability_by_prompt_vertices(mdp, beta, box, parameters):
     for tau, p in best.items():
         out[tau[0][0]] = out.get(tau[0][0], 0.0) + p
     return out
+
+
+# ----------------------------------------------------------------- global minimum
+def grid_minimum(fun, lo, hi, dim, points=401):
+    """The minimum of ``fun`` (θ ↦ value) over a uniform grid of ``points`` per coordinate on
+    [lo, hi]^dim (dim = 1 or 2, by brute force), refined by a dense grid of the same size on
+    the two cells around the best node; returns (value, θ). An upper bound on the box's
+    minimum, within the grid's resolution of it."""
+    import itertools
+
+    import numpy as np
+
+    def search(lows, highs):
+        axes = [np.linspace(lows[k], highs[k], points) for k in range(dim)]
+        best, best_theta = np.inf, None
+        for theta in itertools.product(*axes):
+            value = fun(np.array(theta))
+            if value < best:
+                best, best_theta = value, np.array(theta)
+        return best, best_theta, [(highs[k] - lows[k]) / (points - 1) for k in range(dim)]
+
+    best, theta, step = search([lo] * dim, [hi] * dim)
+    lows = [max(lo, theta[k] - step[k]) for k in range(dim)]
+    highs = [min(hi, theta[k] + step[k]) for k in range(dim)]
+    fine, fine_theta, _ = search(lows, highs)
+    return (fine, fine_theta) if fine < best else (best, theta)

@@ -17,10 +17,18 @@ implicit-Q* identity, β log(π_θ(τ)/π_ref(τ)) = θ·Φ(τ) − V̂_θ(s₀)
 so the DPO margin of two responses to one prompt is θ·(Φ(τ₊) − Φ(τ₋)) (V̂ cancels): DPO is
 logistic regression on feature differences, convex in θ. XPO's bonus
 α Σᵢ log π_θ(ỹᵢ) = (α/β) Σᵢ [θ·Φ(ỹᵢ) − V̂_θ(s₀ᵢ)] + const is concave (V̂ is a
-log-partition, convex in θ), so with α > 0 the objective is not convex and the update
-returns the local minimizer that the per-round solver reaches by descent from the previous
-iterate (:mod:`xpo_sim.solvers`: projected Newton-CG on exact Hessian-vector products by
-default, L-BFGS-B as the reference; each update's convergence is recorded). The gradient: the kernel returns ∂L/∂r̂(s, a) as an (S, A) table G
+log-partition, convex in θ), so with α > 0 the objective is not convex. Which minimizer an
+update returns depends on ``solver`` (:mod:`xpo_sim.solvers`; each update's
+:class:`~xpo_sim.solvers.SolveResult` and convergence is recorded):
+
+* ``"newton"`` (default; projected Newton-CG on exact Hessian-vector products) and
+  ``"lbfgsb"`` (SciPy's L-BFGS-B, the reference) return the *local* minimizer reached by
+  descent from the previous iterate — with α > 0 XPO results from them are local
+  minimizers, and two solvers can settle in different ones;
+* ``"global"`` returns the certified global argmin, the update of the theory's XPO
+  (branch and bound, :func:`xpo_sim.solvers.global_minimize`; the result's ``gap`` is at
+  most ``gap_tol``, or the round is marked not converged), for classes with at most
+  :data:`xpo_sim.solvers.GLOBAL_MAX_PARAMS` parameters. The gradient: the kernel returns ∂L/∂r̂(s, a) as an (S, A) table G
 (one backward and one forward sweep); ∂L/∂θ = Σ_{s,a} G(s, a) φ(s, a) = Fᵀ vec(G) with the
 feature matrix F (S·A, d), so one kernel serves every reward class.
 
@@ -389,8 +397,8 @@ class _LinearRewardBase:
 
     def _global_parts(self, state: dict) -> dict:
         """What :func:`xpo_sim.solvers.global_minimize` needs for the objective ``state``: L
-        and ∇L (pointing H v and diag H at that point), H v, diag H, the untouched parameters,
-        the gauges, and the box bounds of :class:`xpo_sim.solvers.RoundBounds` (αBB shift and
+        and ∇L (pointing H v and diag H at that point), H v, diag H, the untouched parameters
+        and the box bounds of :class:`xpo_sim.solvers.RoundBounds` (αBB shift and
         chord relaxation)."""
         if self._curvature is None:
             self._curvature = _solvers.SoftValueCurvature(self.mdp.next_state, self.mdp.ref_logp, self.features,
@@ -404,7 +412,6 @@ class _LinearRewardBase:
 
         return dict(fun=fun, hvp=lambda v: self._hessian_vector(v, state),
                     diagonal=lambda: self._hessian_diagonal(state), fixed=self._untouched(state),
-                    gauges=[] if self.l2 else self._curvature.gauges(state["arrays"]),
                     shift=bounds.shift, relaxations=bounds.relaxations)
 
     def update(self, params: np.ndarray, data: PreferenceData, alpha: float, loss: str = "dpo") -> np.ndarray:
@@ -422,7 +429,7 @@ class _LinearRewardBase:
             parts = self._global_parts(state)
             result = _solvers.global_minimize(
                 parts["fun"], parts["hvp"], parts["shift"], params, lo, hi, diagonal=parts["diagonal"],
-                fixed=parts["fixed"], relaxations=parts["relaxations"], gauges=parts["gauges"],
+                fixed=parts["fixed"], relaxations=parts["relaxations"],
                 gap_tol=self.gap_tol, max_nodes=self.max_nodes, ftol=self.ftol, gtol=self.gtol, max_iter=self.max_iter,
             )
         else:
@@ -457,12 +464,19 @@ class ImplicitRewardClass(_LinearRewardBase):
         other token.
     l2 : float
         λ of the penalty λ‖r̂‖² over the parameters (default 0).
-    solver : {"newton", "lbfgsb"}
-        The per-round argmin: projected Newton-CG (default) or the reference L-BFGS-B.
+    solver : {"newton", "lbfgsb", "global"}
+        The per-round argmin: projected Newton-CG (default) or the reference L-BFGS-B, both
+        local minimizers by descent from the previous iterate, or "global", the certified
+        global argmin (at most :data:`xpo_sim.solvers.GLOBAL_MAX_PARAMS` parameters, else a
+        ValueError here).
     gtol, ftol, max_iter
         Stopping rule: projected-gradient ∞-norm ≤ gtol, or (Newton) predicted decrease
         ≤ ftol · max(1, |L|) (see :mod:`xpo_sim.solvers`); iteration cap per round
-        (default 200 Newton / 2000 L-BFGS-B iterations).
+        (default 200 Newton / 2000 L-BFGS-B iterations; for "global", of its local solves).
+    gap_tol, max_nodes
+        ``solver="global"`` only: the certificate's tolerance (upper − lower bound ≤
+        gap_tol, absolute, in units of L; default 1e-6) and the most boxes its branch and
+        bound may bound per round (default 20,000; reached: the round is not converged).
 
     Parameter j is the reward of the j-th support entry in row-major order, ``index`` =
     ``np.nonzero(mask)``; ``features`` is the matching one-hot matrix.
@@ -523,8 +537,9 @@ class LinearRewardClass(_LinearRewardBase):
     box : (lo, hi), optional
         Bounds on every θ_k. Default ``mdp.info["feature_box"]`` (the instance families
         with natural features record one that contains the true θ*); required otherwise.
-    l2, solver, gtol, ftol, max_iter
-        As for :class:`ImplicitRewardClass`.
+    l2, solver, gtol, ftol, max_iter, gap_tol, max_nodes
+        As for :class:`ImplicitRewardClass` (``solver="global"``: at most
+        :data:`xpo_sim.solvers.GLOBAL_MAX_PARAMS` features).
     """
 
     name = "linear"

@@ -50,6 +50,18 @@ are held fixed (``fixed``); the argmin is not unique there, and the warm start p
 only ever accepts descent steps from the warm start (the previous round's iterate), so it
 returns a local minimizer in the basin the previous iterate lies in (first- and, on the free
 set, second-order stationary up to the tolerance), like the reference L-BFGS-B.
+
+**The global argmin** (``solver="global"``, docs/policy-classes.md, "The global argmin").
+:func:`global_minimize` returns the certified global minimum over the box, for problems of
+at most :data:`GLOBAL_MAX_PARAMS` parameters, by branch and bound: on each box a convex
+underestimator of L is minimized and its Frank–Wolfe gap gives a rigorous lower bound;
+the result carries it (``SolveResult.lower_bound``) and the certified ``gap`` = value −
+lower bound, and it is ``converged`` only when gap ≤ ``gap_tol``. For the reward classes
+the underestimators come from the structure of the objective (:class:`SoftValueCurvature`,
+:class:`RoundBounds`): the non-convexity is that of −α Σ V̂_θ(s₀)/β, minus a log-partition,
+which is bounded on a box by the chords of its exponentials (a first-order gap, tight on
+wide boxes) and by αBB with a rigorous lower bound on the Hessian (exact on boxes where the
+pair terms' curvature dominates).
 """
 
 from __future__ import annotations
@@ -61,8 +73,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["SolveResult", "ConvergenceWarning", "projected_newton", "lbfgsb", "global_minimize",
-           "SoftValueCurvature", "GLOBAL_MAX_PARAMS"]
+__all__ = ["SolveResult", "ConvergenceWarning", "projected_newton", "lbfgsb", "global_minimize", "Relaxation",
+           "SoftValueCurvature", "RoundBounds", "GLOBAL_MAX_PARAMS", "MAX_ATOMS"]
 
 
 ROUNDING = 1000  # L is a sum of many terms: its computed value is trusted to about 10³ ε |L|
@@ -320,12 +332,13 @@ def _alpha_bb(fun, hvp, diagonal, d, lower, upper) -> Relaxation:
 def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
                     hvp: Callable[[np.ndarray], np.ndarray],
                     shift: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None,
-                    x0: np.ndarray, lo: float, hi: float, *,
+                    x0: np.ndarray, lo, hi, *,
                     diagonal: Callable[[], np.ndarray] | None = None, fixed: np.ndarray | None = None,
-                    relaxations=None, gauges=(), gap_tol: float = 1e-6, max_nodes: int = 20_000,
+                    relaxations=None, gap_tol: float = 1e-6, max_nodes: int = 20_000,
                     max_params: int = GLOBAL_MAX_PARAMS, ftol: float = 1e-15, gtol: float = 1e-9,
                     max_iter: int = 200) -> SolveResult:
-    r"""The certified global minimum of a smooth, possibly non-convex L over the box [lo, hi]^n.
+    r"""The certified global minimum of a smooth, possibly non-convex L over the box [lo, hi]^n
+    (``lo``, ``hi``: numbers or per-coordinate arrays).
 
     Branch and bound over boxes (best-first: the box of lowest bound is split next). On each
     box [l, u] a *convex* underestimator U ≤ L is minimized by :func:`projected_newton`, and
@@ -355,14 +368,6 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
     bounded again, then bisected along the coordinate the relaxation's ``split_score`` (or
     αBB's D_i (u_i − l_i)²) names.
 
-    **Gauges.** A direction v ≥ 0 along which L is constant (L(θ − t v) = L(θ)) makes the
-    minimizers a segment through the box, and every box along it has the same bound; such
-    valleys would have to be tiled by boxes of the final width. ``gauges`` lists such
-    vectors: any θ of the box can be moved along −v, inside the box, until a coordinate of
-    v's support reaches ``lo``, so the minimum over the box is the minimum over the faces
-    {θ_i = lo}, i ∈ supp v (one face per gauge, for every gauge), and the search starts from
-    those faces instead of the box (symmetry breaking).
-
     ``fun``, ``hvp``, ``diagonal``, ``fixed``, ``ftol``, ``gtol``, ``max_iter`` are as for
     :func:`projected_newton` (used for the local solves). ``gap_tol`` (> 0, absolute, in
     units of L): converged means upper − lower ≤ gap_tol. ``max_nodes``: the most boxes
@@ -373,8 +378,13 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
     """
     gap_tol = _check_gap_tol(gap_tol)
     max_nodes = _check_max_nodes(max_nodes)
-    x0 = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
+    x0 = np.asarray(x0, dtype=np.float64)
     n = x0.size
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (n,)).copy()  # scalars or per-coordinate bounds
+    hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (n,)).copy()
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)):
+        raise ValueError("lo and hi must be finite with lo <= hi")
+    x0 = np.clip(x0, lo, hi)
     if n > max_params:
         raise ValueError(f"solver='global' certifies the global argmin by branch and bound for at most "
                          f"{max_params} parameters; this problem has {n} (use solver='newton' for a local minimum)")
@@ -477,17 +487,11 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
             best_score = d * (upper - lower) ** 2  # αBB's separation, coordinate by coordinate
         return best_bound, best_x, best_score, best_grad
 
-    heap: list = []
-    nodes, counter = 0, 0
-    for face in _faces(gauges, n):
-        lower0, upper0 = np.full(n, float(lo)), np.full(n, float(hi))
-        upper0[list(face)] = float(lo)
-        root_bound, root_x, root_score, root_grad = bound(lower0, upper0, best["x"])
-        nodes += 1
-        heapq.heappush(heap, (root_bound, counter, lower0, upper0, root_x, root_score, root_grad, root_bound))
-        counter += 1
+    root_bound, root_x, root_score, root_grad = bound(lo.copy(), hi.copy(), best["x"])
+    heap: list = [(root_bound, 0, lo.copy(), hi.copy(), root_x, root_score, root_grad, root_bound)]
+    nodes, counter = 1, 1
     closed = math.inf  # the lowest bound of a discarded box
-    finest = 1e-12 * max(1.0, float(hi) - float(lo))
+    finest = 1e-12 * max(1.0, float(np.max(hi - lo)) if n else 1.0)
     stopped = False
     while heap:
         node_bound = heap[0][0]
@@ -567,25 +571,6 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
                   f" with gap {gap:.2e} > gap_tol {gap_tol:.1e} (lower bound {lower_bound:.10g})"
     return SolveResult(x, value, converged, stats["local"], counted.calls, stats["products"], pg_norm, decrease,
                        message, lower_bound=lower_bound, gap=gap, nodes=nodes)
-
-
-MAX_FACES = 1024  # the most starting faces gauges may give (beyond, the last gauges are left out)
-
-
-def _faces(gauges, n: int) -> list[tuple[int, ...]]:
-    """The starting faces of :func:`global_minimize`: one coordinate of each gauge's support
-    fixed at ``lo`` (duplicates merged); [()] (the whole box) without gauges."""
-    faces: set[tuple[int, ...]] = {()}
-    for v in gauges:
-        v = np.asarray(v, dtype=np.float64)
-        if v.shape != (n,) or np.any(v < 0) or not np.any(v > 0):
-            raise ValueError(f"gauges must be non-negative, non-zero vectors of length {n}")
-        support = np.flatnonzero(v > 0).tolist()
-        grown = {tuple(sorted(set(face) | {i})) for face in faces for i in support}
-        if len(grown) > MAX_FACES:
-            break
-        faces = grown
-    return sorted(faces)
 
 
 def _others(values: np.ndarray) -> np.ndarray:
@@ -678,26 +663,6 @@ class SoftValueCurvature:
         """The bounds of one round's objective, given its kernel-ready arrays
         (``explore_weight`` = α · count) and pair loss ``kind``."""
         return RoundBounds(self, arrays, beta, kind, l2)
-
-    def gauges(self, arrays: dict) -> list[np.ndarray]:
-        """Directions along which the objective is exactly constant (without an ℓ2 penalty):
-        L depends on θ only through the log-ratios h_k = (θ·Φ_k − V̂_θ(s₀))/β of the data's
-        paths, and θ → θ + t v leaves every h_k unchanged when v·φ takes one value over the
-        atoms of each prompt in the data. Candidates: for each such prompt, the indicator of
-        the parameters its atoms use (for the implicit class with terminal support: adding a
-        constant to every response's reward of a prompt). Checked exactly."""
-        if not arrays["path_states"].size:
-            return []
-        prompts = np.unique(arrays["path_states"][:, 0]).tolist()
-        atoms = [self.atoms(int(s))[0] for s in prompts]
-        found = []
-        for points in atoms:
-            v = np.any(points != 0, axis=0).astype(np.float64)
-            if not v.any() or any(np.array_equal(v, u) for u in found):
-                continue
-            if all(np.all((other @ v) == (other[0] @ v)) for other in atoms):
-                found.append(v)
-        return found
 
     def path_features(self, arrays: dict) -> np.ndarray:
         """Φ(τ_k) = Σ_h φ(s_h, a_h) of every path of the data, (n_paths, d)."""
