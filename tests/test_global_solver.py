@@ -57,7 +57,7 @@ def random_class(mdp, beta, rng, linear, l2):
     return ImplicitRewardClass(mdp, beta, support="all", box=(-1.0, 1.5), l2=l2, solver="global")
 
 
-@settings(max_examples=25)
+@settings(max_examples=40)
 @given(mdp=mdps(max_states=5, max_actions=3), beta=st.floats(0.1, 2.0), alpha=st.sampled_from([0.05, 0.5, 2.0]),
        loss=st.sampled_from(["dpo", "ipo", "ln_dpo"]), linear=st.booleans(), l2=st.sampled_from([0.0, 0.3]),
        seed=st.integers(0, 2**32 - 1))
@@ -99,7 +99,8 @@ def test_lower_bounds_are_valid_on_random_boxes(mdp, beta, alpha, loss, linear, 
 
 
 def random_bandit_round(seed):
-    """A small bandit (3–5 responses, 2–7 random pairs, explored responses) and its α."""
+    """A small bandit (3–5 responses, 2–7 pairs with random labels, every compared response
+    explored), its α and β."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(3, 6))
     mdp = envs.bandit(n, seed=int(rng.integers(1000)))
@@ -107,7 +108,7 @@ def random_bandit_round(seed):
     ids = data.path_ids(xpo_sim.sample_trajectories(mdp, mdp.ref_logp, 2 * 7, rng))
     n_pairs = int(rng.integers(2, 8))
     data.add_pairs(ids[:n_pairs], ids[n_pairs:2 * n_pairs])
-    data.add_explored(ids[:int(rng.integers(1, n_pairs + 1))])
+    data.add_explored(ids[:2 * n_pairs])
     alpha = float(rng.choice([0.01, 0.1, 0.5]))
     beta = float(rng.choice([0.1, 0.3, 1.0]))
     return mdp, data, alpha, beta, rng
@@ -135,6 +136,21 @@ def test_global_beats_random_restarts_and_the_warm_start(seed):
     assert result.value <= local.value + 1e-12 * abs(local.value)
     assert result.lower_bound <= min(min(restarts), local.value) + 1e-9
     assert np.isclose(global_cls.objective(result.x, data, alpha)[0], result.value, rtol=1e-12)
+
+
+def test_the_warm_start_misses_the_global_minimum_on_some_bandits():
+    """The comparison above is not vacuous: on these 12 bandits the warm-started Newton
+    update ends above the certified minimum in several (measured: 3, by up to 5.5)."""
+    misses = 0
+    for seed in range(12):
+        mdp, data, alpha, beta, rng = random_bandit_round(seed)
+        local = ImplicitRewardClass(mdp, beta, box=(0.0, 1.0))
+        exact = ImplicitRewardClass(mdp, beta, box=(0.0, 1.0), solver="global")
+        warm = rng.uniform(0.0, 1.0, local.n_params)
+        local.update(warm, data, alpha)
+        exact.update(warm, data, alpha)
+        misses += local.solve_results[-1].value > exact.solve_results[-1].value + 1e-3
+    assert misses >= 2
 
 
 @pytest.mark.parametrize("name, make, options, loss", [
