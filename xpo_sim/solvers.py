@@ -445,10 +445,10 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
         return value, result.x, grad
 
     def bound(lower, upper, start):
-        """(lower bound of L on [lower, upper], the minimizer of the best relaxation, D): the
-        best of the αBB relaxation (from ``shift``) and the ``relaxations`` of the box, each
-        started at the previous one's minimizer; L at every minimizer is offered as an
-        upper bound."""
+        """(lower bound of L on [lower, upper], the minimizer of the best relaxation, split
+        scores per coordinate, the best relaxation's gradient there): the best of the
+        ``relaxations`` of the box and αBB (from ``shift``), each started at the previous
+        one's minimizer; L at every minimizer is offered as an upper bound."""
         best_bound, best_x, best_score, best_grad = -math.inf, np.clip(start, lower, upper), None, None
         seen_gap = math.inf  # L − bound at the last relaxation's minimizer
 
@@ -500,7 +500,7 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
         if nodes >= max_nodes:
             stopped = True
             break
-        _, _, lower, upper, x, d, grad, relaxed_bound = heapq.heappop(heap)
+        _, _, lower, upper, x, scores, grad, relaxed_bound = heapq.heappop(heap)
         if grad is not None and math.isfinite(relaxed_bound):
             # reduced-cost bound tightening (Ryoo & Sahinidis 1996): where the relaxation's
             # minimizer x sits on a face with the gradient g_i pushing out of the box, every θ
@@ -519,7 +519,7 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
                 lower[top] = upper[top] - reach[top]
                 upper[bottom] = lower[bottom] + reach[bottom]
                 closed = min(closed, best["f"] - gap_tol)  # what was cut off cannot improve by gap_tol
-                relaxed_bound, x, d, grad = bound(lower, upper, x)  # the reduced box, bounded afresh
+                relaxed_bound, x, scores, grad = bound(lower, upper, x)  # the reduced box, bounded afresh
                 nodes += 1
                 node_bound = max(node_bound, relaxed_bound)
                 if node_bound >= best["f"] - gap_tol:
@@ -530,7 +530,7 @@ def global_minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
         if not splittable.any():
             closed = min(closed, node_bound)  # a box too small to split: keep its bound
             continue
-        score = np.where(splittable, d if d is not None else width, -1.0)  # d: the box's split scores
+        score = np.where(splittable, scores if scores is not None else width, -1.0)
         i = int(np.argmax(score)) if score.max() > 0 else int(np.argmax(np.where(splittable, width, -1.0)))
         middle = 0.5 * (lower[i] + upper[i])
         for side in (0, 1):
