@@ -108,11 +108,10 @@ def build_configs(quick: bool, seeds: int, sepopo_code: bool = False, noise: boo
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    sepopo_code = "--sepopo-code" in argv
-    noise = "--noise-control" in argv
-    args = parse_sweep_args(__doc__, "results/reward_scale",
-                            [a for a in argv if a not in ("--sepopo-code", "--noise-control")])
+    args = parse_sweep_args(__doc__, "results/reward_scale", argv, switches=[
+        ("--sepopo-code", "also run SE-POPO as its authors' code runs it (two more rows)"),
+        ("--noise-control", "also run XPO with the label noise of R_max = 1 at every R_max (a control)")])
+    sepopo_code, noise = args.sepopo_code, args.noise_control
     start = time.perf_counter()
     seeds = args.seeds or (2 if args.quick else 12)
     configs = build_configs(args.quick, seeds, sepopo_code, noise)

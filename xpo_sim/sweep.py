@@ -1293,12 +1293,16 @@ def execute_sweep(configs: list[RunConfig], args) -> pd.DataFrame:
         raise
 
 
-def parse_sweep_args(doc: str, default_out: str, argv=None):
-    """The parsed, checked flags of a sweep script whose ``--help`` shows ``doc``."""
+def parse_sweep_args(doc: str, default_out: str, argv=None, switches=()):
+    """The parsed, checked flags of a sweep script whose ``--help`` shows ``doc``;
+    ``switches``: the script's own on/off flags, (flag, help) pairs (e.g.
+    ``("--noise-control", "…")``), parsed and listed in ``--help`` like the shared ones."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep_cli_arguments(parser, default_out)
+    for flag, text in switches:
+        parser.add_argument(flag, action="store_true", help=text)
     args = parser.parse_args(argv)
     check_sweep_arguments(parser, args)
     return args
