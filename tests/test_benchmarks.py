@@ -23,10 +23,10 @@ SCRIPTS = ["benchmarks/bench_update.py", "benchmarks/bench_torch.py", "benchmark
 FINITE_RATIO = re.compile(r"^(\d+(?:\.\d+)?)x$")  # "36.1x"; not "> 86x", "n/a", "inf"
 
 
-def run_script(*args, pythonpath=(), timeout=600):
+def run_script(*args, pythonpath=(), timeout=600, env=None):
     path = os.pathsep.join([*map(str, pythonpath), str(ROOT)])
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, PYTHONPATH=path))
+                          timeout=timeout, env=dict(os.environ, PYTHONPATH=path, **(env or {})))
 
 
 _RUNS: dict[tuple, subprocess.CompletedProcess] = {}
@@ -38,15 +38,17 @@ UPDATE = "benchmarks/bench_update.py"
 def quick_run(tmp_path_factory):
     """``quick_run(script)``: the script's ``--quick`` run, made once per session
     (bench_update writes its figure and summary table to a temporary folder)."""
-    def get(script):
-        if script not in _RUNS:
-            args = [script, "--quick"]
+    def get(script, *extra):
+        key = (script, *extra)
+        if key not in _RUNS:
+            args = [script, "--quick", *extra]
             if script == UPDATE:
                 folder = tmp_path_factory.mktemp("bench_update")
                 args += ["--figures", str(folder), "--out", str(folder / "bench_update")]
                 _FOLDERS[script] = folder
-            _RUNS[script] = run_script(*args)
-        return _RUNS[script]
+            # two numba threads even on a one-core machine (bench_soft compares 1 and 2)
+            _RUNS[key] = run_script(*args, env={"NUMBA_NUM_THREADS": "2"})
+        return _RUNS[key]
     return get
 
 
@@ -112,21 +114,33 @@ def test_help_explains_every_flag(script):
 
 
 def test_bench_soft_ratios(quick_run):
-    result = quick_run("benchmarks/bench_soft.py")
+    result = quick_run("benchmarks/bench_soft.py", "--threads", "1,2")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = table(result.stdout, "| pairs | states | numpy solve ms | xpo_sim solve ms | solve ratio")
-    for row in rows:
-        ratio(row["solve ratio"])
-        ratio(row["evaluate ratio"])
-        number(row["numpy solve ms"]), number(row["xpo_sim solve ms"])
-    for row in table(result.stdout, "| pairs | soft_backward ms | solve_soft ms | solve_soft out= ms"):
-        for column in ("soft_backward ms", "solve_soft ms", "solve_soft out= ms", "evaluate_backward ms",
+    for what in ("solve", "evaluate"):
+        rows = table(result.stdout, f"| pairs | states | numpy {what} ms | {what} ms (1 thr) | {what} ms (2 thr)")
+        assert rows
+        for row in rows:
+            ratio(row["ratio (1 thr)"]), ratio(row["ratio (2 thr)"]), ratio(row["speed-up 2/1 thr"])
+            number(row[f"numpy {what} ms"]), number(row[f"{what} ms (1 thr)"]), number(row["BW fraction (2 thr)"])
+    for row in table(result.stdout, "| pairs | numpy solve | solve (1 thr) | solve (2 thr)"):
+        for column in ("numpy solve", "solve (1 thr)", "solve (2 thr)", "numpy evaluate", "evaluate (2 thr)"):
+            number(row[column])
+    kernel_rows = table(result.stdout, "| pairs | threads | solve kernel ms | solve_soft ms | solve_soft out= ms")
+    assert len(kernel_rows) == 2 * len(rows)
+    for row in kernel_rows:
+        for column in ("solve kernel ms", "solve_soft ms", "solve_soft out= ms", "evaluate kernel ms",
                        "evaluate ms", "evaluate out= ms", "solve BW fraction (kernel)",
                        "evaluate BW fraction (kernel)"):
             number(row[column])
     assert "target >= 10x at >= 1e6 pairs: not judged" in result.stdout  # --quick stops below 1e6
-    assert ("bandwidth target: soft_backward and evaluate_backward >= 50% of copy bandwidth at 1e7 pairs: "
-            "not judged") in result.stdout
+    assert "scaling target: 2 threads >= 1.6x 1 thread at 1e7 pairs: not judged" in result.stdout
+    assert "at 1e7 pairs (2 threads): not judged" in result.stdout
+
+
+def test_bench_soft_rejects_bad_thread_counts():
+    for bad in ("0", "1,x", str(10**6)):
+        result = run_script("benchmarks/bench_soft.py", "--quick", "--threads", bad, env={"NUMBA_NUM_THREADS": "2"})
+        assert result.returncode == 2 and "--threads" in result.stderr, result.stderr[-2000:]
 
 
 def finite(text: str) -> float:

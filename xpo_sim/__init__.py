@@ -5,7 +5,7 @@ and coverage of every policy are exact numbers. See ``README.md`` and the module
 docstrings for the mathematics.
 """
 
-from xpo_sim import checks, envs, losses
+from xpo_sim import checks, envs, losses, threads
 from xpo_sim.algorithms import XPO, Algorithm, HybridDPO, OfflineDPO, OnlineDPO
 from xpo_sim.data import PreferenceData
 from xpo_sim.loop import run
@@ -17,6 +17,7 @@ from xpo_sim.policies import (ImplicitRewardClass, LinearRewardClass, LogitsClas
 from xpo_sim.preferences import Argmax, BradleyTerry, PreferenceOracle, SimulatedTeacher
 from xpo_sim.rounds import RoundContext, Sampler, register_sampler
 from xpo_sim.soft import PolicyEvaluation, SoftSolution, evaluate, occupancy, solve_soft
+from xpo_sim.threads import get_threads, set_threads
 from xpo_sim.trajectories import sample_trajectories, trajectory_logp, trajectory_reward
 
 __version__ = "0.1.0"
@@ -66,6 +67,9 @@ __all__ = [
     "SEPOPO",
     "VPO",
     "run",
+    "set_threads",
+    "get_threads",
+    "threads",
     "envs",
     "losses",
 ]

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from xpo_sim._kernels import levels as _level_kernels
 from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim._kernels import trajectories as _traj_kernels
 
@@ -324,6 +325,35 @@ class TokenMDP:
         self.info = dict(info or {})
         self.features = None if features is None else _check_features(features, n_states, n_actions)
         self._feature_csr = None
+        height = np.empty(n_states, dtype=np.int64)
+        _level_kernels.state_heights(ns, height)
+        order = np.argsort(height, kind="stable")  # by height, index order within a height
+        offsets = np.searchsorted(height[order], np.arange(int(height[order[-1]]) + 2))
+        self.levels = (_readonly(order.astype(np.int64)), _readonly(offsets.astype(np.int64)))
+        self._predecessors = None
+
+    # ------------------------------------------------------------ sweep layout
+    levels: tuple[np.ndarray, np.ndarray]
+    """``(level_order, level_offsets)``: the states sorted by height (the longest number
+    of steps to the end over every token; index order within a height), and the position in
+    ``level_order`` where each height starts (length = number of heights + 1). Every
+    successor of a state has a smaller height, so the states of one level depend only on
+    the levels before it (``xpo_sim._kernels.levels``). Computed once, with the MDP."""
+
+    @property
+    def predecessors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(offsets, states, actions)``: the in-edges of every state as CSR lists, those
+        of state t at positions ``offsets[t] … offsets[t+1]``, sorted by ``u·A + a`` (the
+        forward sweeps pull along them, ``xpo_sim._kernels.levels``). Built on first use
+        (16 bytes per transition) and kept."""
+        if self._predecessors is None:
+            n_edges = int(np.count_nonzero(self.next_state >= 0))
+            offsets = np.empty(self.n_states + 1, dtype=np.int64)
+            states = np.empty(n_edges, dtype=np.int64)
+            actions = np.empty(n_edges, dtype=np.int64)
+            _level_kernels.in_edges(self.next_state, offsets, states, actions)
+            self._predecessors = (_readonly(offsets), _readonly(states), _readonly(actions))
+        return self._predecessors
 
     # --------------------------------------------------------------- features
     @property

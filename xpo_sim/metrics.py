@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, minimize
 from threadpoolctl import threadpool_limits
 
-from xpo_sim import checks
+from xpo_sim import checks, threads
 from xpo_sim._kernels import soft as _soft_kernels
 from xpo_sim.mdp import POLICY_TOL, TokenMDP, TrajectoryBatch
 from xpo_sim.policies import LogitsClass, RewardClass, make_policy_class
@@ -125,8 +125,7 @@ def policy_regret(mdp: TokenMDP, logp, solution: SoftSolution) -> float:
     q = np.ascontiguousarray(solution.q, dtype=np.float64)
     v = np.ascontiguousarray(solution.v, dtype=np.float64)
     out = np.empty(mdp.n_states)
-    bad = _soft_kernels.regret_backward(mdp.next_state, mdp.ref_logp, table, q, v, float(solution.beta),
-                                        POLICY_TOL, out)
+    bad = threads.regret_sweep(mdp, table, q, v, float(solution.beta), POLICY_TOL, out)
     if bad >= 0:
         mdp.check_policy(table)  # the kernel found a bad row: raise the detailed error
     # sum over the prompts only: a state with ρ = 0 may have regret inf (0·inf = NaN)
@@ -647,6 +646,7 @@ class _SupSolver:
         self.logp = np.empty((n_states, n_actions))
         self.occ = np.empty(n_states)
         self.start = np.zeros(n_states)
+        self.mdp = mdp
 
     def value(self, x: int, theta: np.ndarray, phi: np.ndarray) -> float:
         """g = log π_θ(τ|x) − log π_ref(τ|x) for the group's representative path τ
@@ -654,14 +654,14 @@ class _SupSolver:
         (θ·Φ − V̂_θ(x))/β, without the cancellation of two values of size |r̂| divided by a
         small β (which lost ε·|r̂|/β: every digit at β = 1e-16)."""
         table = np.ascontiguousarray(self.cls.reward_table(theta), dtype=np.float64)
-        _soft_kernels.soft_backward(self.next_state, table, self.ref_logp, self.beta, self.q, self.v, self.logp)
+        threads.soft_sweep(self.mdp, table, self.beta, self.q, self.v, self.logp)
         states, actions = self.path
         return float(np.sum(self.logp[states, actions] - self.ref_logp[states, actions]))
 
     def value_grad(self, x: int, theta: np.ndarray, phi: np.ndarray) -> tuple[float, np.ndarray]:
         value = self.value(x, theta, phi)
         self.start[x] = 1.0
-        _soft_kernels.occupancy_forward(self.next_state, self.logp, self.start, self.occ)
+        threads.occupancy_sweep(self.mdp, self.logp, self.start, self.occ)
         self.start[x] = 0.0
         mean = self.cls.contract(self.occ[:, None] * np.exp(self.logp))  # E_{π_θ(·|x)} Φ
         return value, (phi - mean) / self.beta

@@ -42,8 +42,7 @@ from typing import Iterable
 
 import numpy as np
 
-from xpo_sim import checks
-from xpo_sim._kernels import soft as _kernels
+from xpo_sim import checks, threads
 from xpo_sim.mdp import TokenMDP
 from xpo_sim.metrics import policy_regret
 from xpo_sim.soft import SoftSolution, _solve_soft
@@ -109,7 +108,7 @@ class RunningMixture:
     def _add(self, table: np.ndarray) -> None:
         """:meth:`add` for a float64 (S, A) table already checked (the run's recorder)."""
         table = np.ascontiguousarray(table, dtype=np.float64)
-        _kernels.occupancy_forward(self.mdp.next_state, table, self.mdp.start, self._occupancy)
+        threads.occupancy_sweep(self.mdp, table, self.mdp.start, self._occupancy)
         np.exp(table, out=self._scratch)
         self._scratch *= self._occupancy[:, None]
         self._weighted += self._scratch

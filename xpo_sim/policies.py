@@ -57,9 +57,9 @@ import scipy.sparse as sp
 from xpo_sim import solvers as _solvers
 from xpo_sim._kernels import newton as _newton
 from xpo_sim._kernels import preference as _kernels
-from xpo_sim._kernels import soft as _soft_kernels
+from xpo_sim._kernels import levels as _level_kernels
 from xpo_sim.data import PreferenceData
-from xpo_sim import checks
+from xpo_sim import checks, threads
 from xpo_sim.mdp import TokenMDP, as_feature_matrix
 
 __all__ = ["PolicyClass", "PolicyHooks", "RewardClass", "ImplicitRewardClass", "LinearRewardClass", "LogitsClass",
@@ -305,8 +305,7 @@ class _LinearRewardBase:
     def policy_logp(self, params: np.ndarray) -> np.ndarray:
         shape = (self.mdp.n_states, self.mdp.n_actions)
         q, v, logp = np.empty(shape), np.empty(self.mdp.n_states), np.empty(shape)
-        _soft_kernels.soft_backward(self.mdp.next_state, self.reward_table(params), self.mdp.ref_logp,
-                                    self.beta, q, v, logp)
+        threads.soft_sweep(self.mdp, self.reward_table(params), self.beta, q, v, logp)
         return logp
 
     def _objective_arrays(self, data: PreferenceData, alpha: float, loss: str):
@@ -318,13 +317,22 @@ class _LinearRewardBase:
 
     def _value_and_grad(self, params: np.ndarray, state: dict):
         arrays = state["arrays"]
-        value = _kernels.implicit_reward_objective(
-            self.mdp.next_state, self.mdp.ref_logp, self.beta, state["kind"], self.reward_table(params),
-            arrays["path_states"], arrays["path_actions"], arrays["path_lengths"],
-            arrays["path_ref_logp"], arrays["pair_chosen"], arrays["pair_rejected"],
-            arrays["pair_count"], arrays["explore_path"], arrays["explore_weight"],
-            log_ratio=state["log_ratio"], dlog_ratio=state["dlog_ratio"], grad_out=self._grad, **self._work,
-        )
+        data = (arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["path_ref_logp"],
+                arrays["pair_chosen"], arrays["pair_rejected"], arrays["pair_count"], arrays["explore_path"],
+                arrays["explore_weight"])
+        table = self.reward_table(params)
+        work = self._work
+        if threads.parallel(self.mdp):  # the same steps, with the level-parallel sweeps
+            threads.soft_sweep(self.mdp, table, self.beta, work["q_work"], work["v_work"], work["logp_work"])
+            value = _kernels.objective_from_values(self.beta, state["kind"], table, work["v_work"], *data,
+                                                   work["start_work"], state["log_ratio"], state["dlog_ratio"],
+                                                   self._grad)
+            threads.occupancy_sweep(self.mdp, work["logp_work"], work["start_work"], work["occ_work"])
+            _kernels.subtract_occupancy(work["logp_work"], work["occ_work"], self._grad)
+        else:
+            value = _kernels.implicit_reward_objective(
+                self.mdp.next_state, self.mdp.ref_logp, self.beta, state["kind"], table, *data,
+                log_ratio=state["log_ratio"], dlog_ratio=state["dlog_ratio"], grad_out=self._grad, **work)
         grad = self.contract(self._grad)
         if self.l2:
             value += self.l2 * float(params @ params)
@@ -345,12 +353,18 @@ class _LinearRewardBase:
 
     def _hessian_vector(self, vector: np.ndarray, state: dict) -> np.ndarray:
         arrays = state["arrays"]
-        _newton.reward_hvp(
-            self.mdp.next_state, self._work["logp_work"], self.beta, self.reward_table(vector),
-            arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
-            arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
-            state["dlog_ratio"], *self._hvp_work, self._hv,
-        )
+        logp, tangent = self._work["logp_work"], self.reward_table(vector)
+        pairs = (arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
+                 arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
+                 state["dlog_ratio"])
+        if threads.parallel(self.mdp):  # the same steps, with the level-parallel sweeps
+            vdot, occ_u, occ_c, occdot = self._hvp_work
+            _level_kernels.vdot_levels(*self.mdp.levels, self.mdp.next_state, logp, tangent, vdot, _level_kernels.CHUNK)
+            _newton.hvp_paths(logp, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
+            _level_kernels.hvp_forward_levels(*self.mdp.levels, *self.mdp.predecessors, self.mdp.next_state, logp,
+                                              self.beta, tangent, *self._hvp_work, self._hv, _level_kernels.CHUNK)
+        else:
+            _newton.reward_hvp(self.mdp.next_state, logp, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
         out = self.contract(self._hv)
         if self.l2:
             out += 2.0 * self.l2 * vector
@@ -359,11 +373,16 @@ class _LinearRewardBase:
     def _hessian_diagonal_table(self, state: dict) -> np.ndarray:
         """The (S, A) estimate of the Hessian's diagonal over r̂ (into ``self._hv``)."""
         arrays = state["arrays"]
-        _newton.reward_hessian_diagonal(
-            self.mdp.next_state, self._work["logp_work"], self.beta, arrays["path_states"], arrays["path_actions"],
-            arrays["path_lengths"], arrays["pair_chosen"], arrays["pair_rejected"], state["coef_chosen"],
-            state["coef_rejected"], state["curvature"], state["dlog_ratio"], self._hvp_work[0], self._hv,
-        )
+        pairs = (arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
+                 arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
+                 state["dlog_ratio"])
+        logp = self._work["logp_work"]
+        if threads.parallel(self.mdp):  # the same steps, with the level-parallel occupancy sweep
+            start = _newton.hessian_diagonal_pairs(self.beta, *pairs, self._hv)
+            threads.occupancy_sweep(self.mdp, logp, start, self._hvp_work[0])
+            _newton.add_occupancy_diagonal(logp, self.beta, self._hvp_work[0], self._hv)
+        else:
+            _newton.reward_hessian_diagonal(self.mdp.next_state, logp, self.beta, *pairs, self._hvp_work[0], self._hv)
         return self._hv
 
     def _hessian_diagonal(self, state: dict) -> np.ndarray:

@@ -39,8 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xpo_sim._kernels import soft as _kernels
-from xpo_sim import checks
+from xpo_sim import checks, threads
 from xpo_sim.mdp import POLICY_TOL, TokenMDP
 
 __all__ = ["SoftSolution", "PolicyEvaluation", "solve_soft", "evaluate", "occupancy"]
@@ -133,7 +132,7 @@ def _solve_soft(mdp: TokenMDP, beta: float, out=None) -> SoftSolution:
     else:
         q, v, logp = _output_arrays(out, [(S, A), (S,), (S, A)], ("q", "v", "logp"), "solve_soft",
                                     (mdp.next_state, mdp.reward, mdp.ref_logp))
-    _kernels.soft_backward(mdp.next_state, mdp.reward, mdp.ref_logp, beta, q, v, logp)
+    threads.soft_sweep(mdp, mdp.reward, beta, q, v, logp)
     return SoftSolution(beta=beta, q=q, v=v, logp=logp, value=float(mdp.start @ v))
 
 
@@ -166,8 +165,7 @@ def _evaluate(mdp: TokenMDP, logp, beta: float, out=None) -> PolicyEvaluation:
         v, reward_to_go, kl_to_go = _output_arrays(
             out, [(S,), (S,), (S,)], ("v", "reward_to_go", "kl_to_go"), "evaluate",
             (table, mdp.next_state, mdp.reward, mdp.ref_logp))
-    bad = _kernels.evaluate_backward(mdp.next_state, mdp.reward, mdp.ref_logp, table, POLICY_TOL,
-                                     reward_to_go, kl_to_go)
+    bad = threads.evaluate_sweep(mdp, table, POLICY_TOL, reward_to_go, kl_to_go)
     if bad >= 0:
         mdp.check_policy(table)  # the kernel found a bad row: raise the detailed error
     # sum over the prompts only: a state with ρ = 0 may have KL = inf (mass on a token π_ref
@@ -195,5 +193,5 @@ def occupancy(mdp: TokenMDP, logp) -> np.ndarray:
     _check_mdp(mdp)
     logp = mdp.check_policy(logp)
     out = np.empty(mdp.n_states)
-    _kernels.occupancy_forward(mdp.next_state, logp, mdp.start, out)
+    threads.occupancy_sweep(mdp, logp, mdp.start, out)
     return out

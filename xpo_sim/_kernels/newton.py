@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from xpo_sim._kernels.preference import LOSS_IPO, LOSS_LN_DPO, _sigmoid
-from xpo_sim._kernels.soft import occupancy_forward
+from xpo_sim._kernels.soft import NO_ORDER, occupancy_forward
 from xpo_sim._kernels.trajectories import sum_along
 
 NEG_INF = -np.inf
@@ -64,22 +64,43 @@ def reward_hvp(next_state, logp, beta, tangent, path_states, path_actions, path_
                occ_c_work, occdot_work, hv_out):
     """H ṙ for the reward table ``tangent`` = ṙ (S, A) at the policy ``logp`` (the
     soft-optimal policy of the current r̂), given the pairs' curvatures and g = ∂L/∂h
-    (``dlog_ratio``); writes (S, A) into ``hv_out``."""
-    n_states, n_actions = logp.shape
-    # tangent of the soft values, one backward sweep
-    for s in range(n_states - 1, -1, -1):
+    (``dlog_ratio``); writes (S, A) into ``hv_out``. Three steps: the tangent sweep
+    (:func:`vdot_block` over every state), :func:`hvp_paths`, the fused forward sweep
+    (:func:`hvp_forward`); a level-parallel caller (``xpo_sim.policies``) runs the same
+    steps with the sweeps of ``_kernels.levels``."""
+    vdot_block(NO_ORDER, 0, logp.shape[0], next_state, logp, tangent, vdot_work)
+    hvp_paths(logp, beta, tangent, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
+              coef_rejected, curvature, dlog_ratio, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
+    hvp_forward(next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
+
+
+@njit(cache=True)
+def vdot_block(order, lo, hi, next_state, logp, tangent, vdot_out):
+    """V̇(s) = Σ_a π(a|s) (ṙ(s,a) + V̇(s')) for a block of states (``order[lo:hi]``, or
+    hi − 1 … lo when ``order`` is empty, as in ``_kernels.soft.soft_block``): the tangent
+    sweep, shared by the serial and the level-parallel product."""
+    for i in range(lo, hi):
+        s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
         total = 0.0
-        for a in range(n_actions):
+        for a in range(logp.shape[1]):
             lp = logp[s, a]
             if lp == NEG_INF:
                 continue
             nxt = next_state[s, a]
             q_dot = tangent[s, a]
             if nxt >= 0:
-                q_dot += vdot_work[nxt]
+                q_dot += vdot_out[nxt]
             total += np.exp(lp) * q_dot
-        vdot_work[s] = total
-    # J_h ṙ, then u = (Σ_j κ_j a_j a_jᵀ) J_h ṙ
+        vdot_out[s] = total
+
+
+@njit(cache=True)
+def hvp_paths(logp, beta, tangent, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
+              coef_rejected, curvature, dlog_ratio, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out):
+    """Given V̇: J_h ṙ, u = (Σ_j κ_j a_j a_jᵀ) J_h ṙ, and the path terms — ``hv_out`` =
+    Σ_k (u_k/β) 1_{τ_k}, the start weights u and g of the forward sweep in ``occ_u_work`` and
+    ``occ_c_work`` (``occdot_work`` zeroed)."""
+    n_states, n_actions = logp.shape
     n_paths = path_lengths.shape[0]
     jv = np.empty(n_paths)
     sum_along(tangent, path_states, path_actions, path_lengths, jv)
@@ -108,6 +129,13 @@ def reward_hvp(next_state, logp, beta, tangent, path_states, path_actions, path_
             continue
         for h in range(path_lengths[k]):
             hv_out[path_states[k, h], path_actions[k, h]] += w
+
+
+@njit(cache=True)
+def hvp_forward(next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out):
+    """The fused forward sweep of the product (serial, pushing): occupancies μ_u, μ_c and
+    the tangent μ̇ flow forward, and hv(s, a) −= (d_u + ḋ)/β (module docstring)."""
+    n_states, n_actions = logp.shape
     for s in range(n_states):
         mu_u = occ_u_work[s]
         mu_c = occ_c_work[s]
@@ -138,13 +166,28 @@ def reward_hvp(next_state, logp, beta, tangent, path_states, path_actions, path_
 def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, path_lengths, pair_chosen,
                             pair_rejected, coef_chosen, coef_rejected, curvature, dlog_ratio, occ_work,
                             diag_out):
-    """A positive estimate of the Hessian's diagonal over r̂ (S, A), for preconditioning:
+    """The diagonal estimate of :func:`hessian_diagonal_pairs` plus the occupancy of its
+    |c|-weighted starts, d_c = Σ |c(s₀)| d_{s₀} ≥ Σ |c(s₀)| d_{s₀}(1 − d_{s₀}), times
+    π/β² (:func:`add_occupancy_diagonal`); a level-parallel caller runs the occupancy
+    sweep of ``_kernels.levels`` in between instead."""
+    start = hessian_diagonal_pairs(beta, path_states, path_actions, path_lengths, pair_chosen, pair_rejected,
+                                   coef_chosen, coef_rejected, curvature, dlog_ratio, diag_out)
+    occupancy_forward(next_state, logp, start, occ_work)
+    add_occupancy_diagonal(logp, beta, occ_work, diag_out)
+
+
+@njit(cache=True)
+def hessian_diagonal_pairs(beta, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
+                           coef_rejected, curvature, dlog_ratio, diag_out):
+    """The pair part of a positive estimate of the Hessian's diagonal over r̂ (S, A), for
+    preconditioning:
     Σ_j κ_j (a_c² 1_{τ_c} + a_r² 1_{τ_r})/β² (the Gauss–Newton part without the
     occupancy terms, which cancel between the two responses of a DPO pair) plus
     Σ_{s₀} |c(s₀)| d_{s₀}(s,a)/β², which bounds the log-partition part |c| d(1 − d)/β²
     (the variance of the step indicator) and matches it for responses of small mass — the
-    coordinates whose tiny gradients make first-order methods crawl."""
-    n_states, n_actions = logp.shape
+    coordinates whose tiny gradients make first-order methods crawl. Fills ``diag_out`` with
+    the pair part and returns the start weights |c(s₀)| (S,)."""
+    n_states, n_actions = diag_out.shape
     for s in range(n_states):
         for a in range(n_actions):
             diag_out[s, a] = 0.0
@@ -161,8 +204,13 @@ def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, p
         start[path_states[k, 0]] += dlog_ratio[k]  # c(s₀)
     for s in range(n_states):
         start[s] = abs(start[s])
-    # occupancy of the |c|-weighted starts, d_c = Σ |c(s₀)| d_{s₀} ≥ Σ |c(s₀)| d_{s₀}(1 − d_{s₀})
-    occupancy_forward(next_state, logp, start, occ_work)
+    return start
+
+
+@njit(cache=True)
+def add_occupancy_diagonal(logp, beta, occ_work, diag_out):
+    """diag(s, a) += d_c(s) π(a|s)/β², d_c the occupancy of the |c|-weighted starts."""
+    n_states, n_actions = logp.shape
     for s in range(n_states):
         mu = occ_work[s]
         if mu == 0.0:

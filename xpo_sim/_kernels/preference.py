@@ -99,8 +99,26 @@ def implicit_reward_objective(next_state, ref_logp, beta, loss_kind, reward_hat,
     """Objective L and ∂L/∂r̂ (S, A) for the policy that is soft-optimal for ``reward_hat``.
     On return ``logp_work`` holds that policy's log-probabilities, ``log_ratio`` and
     ``dlog_ratio`` (length D) h_k and ∂L/∂h_k (the Hessian-vector products of
-    ``xpo_sim._kernels.newton`` start from them)."""
+    ``xpo_sim._kernels.newton`` start from them). Four steps: the soft sweep,
+    :func:`objective_from_values`, the occupancy sweep, :func:`subtract_occupancy`; a
+    level-parallel caller (``xpo_sim.policies``) runs the same steps with the sweeps of
+    ``_kernels.levels``."""
     soft_backward(next_state, reward_hat, ref_logp, beta, q_work, v_work, logp_work)
+    loss = objective_from_values(beta, loss_kind, reward_hat, v_work, path_states, path_actions, path_lengths,
+                                 path_ref_logp, pair_chosen, pair_rejected, pair_count, explore_path, explore_weight,
+                                 start_work, log_ratio, dlog_ratio, grad_out)
+    occupancy_forward(next_state, logp_work, start_work, occ_work)
+    subtract_occupancy(logp_work, occ_work, grad_out)
+    return loss
+
+
+@njit(cache=True)
+def objective_from_values(beta, loss_kind, reward_hat, v_work, path_states, path_actions, path_lengths,
+                          path_ref_logp, pair_chosen, pair_rejected, pair_count, explore_path, explore_weight,
+                          start_work, log_ratio, dlog_ratio, grad_out):
+    """Given V̂ (``v_work``): h_k = (r̂(τ_k) − V̂(s₀))/β, L and g = ∂L/∂h; then ``grad_out``
+    = Σ_k (g_k/β) 1_{τ_k} and ``start_work`` = Σ_k (g_k/β) at each start s₀ (the weights whose
+    occupancy :func:`subtract_occupancy` removes). Returns L."""
     n_paths = path_lengths.shape[0]
     sum_along(reward_hat, path_states, path_actions, path_lengths, log_ratio)  # r̂(τ_k)
     for k in range(n_paths):
@@ -119,7 +137,13 @@ def implicit_reward_objective(next_state, ref_logp, beta, loss_kind, reward_hat,
         start_work[path_states[k, 0]] += w
         for h in range(path_lengths[k]):
             grad_out[path_states[k, h], path_actions[k, h]] += w
-    occupancy_forward(next_state, logp_work, start_work, occ_work)
+    return loss
+
+
+@njit(cache=True)
+def subtract_occupancy(logp_work, occ_work, grad_out):
+    """grad(s, a) −= d(s)·π(a|s): the −(1/β) Σ g_k d_{s₀ₖ} part of ∂L/∂r̂."""
+    n_states, n_actions = logp_work.shape
     for s in range(n_states):
         d = occ_work[s]
         if d == 0.0:
@@ -127,7 +151,6 @@ def implicit_reward_objective(next_state, ref_logp, beta, loss_kind, reward_hat,
         for a in range(n_actions):
             if logp_work[s, a] > NEG_INF:
                 grad_out[s, a] -= d * np.exp(logp_work[s, a])
-    return loss
 
 
 @njit(cache=True)

@@ -72,6 +72,7 @@ from numba import njit
 from xpo_sim._kernels.fast_exp import fast_exp, fast_expm1, mul, mul_add, scaled_gap
 
 NEG_INF = -np.inf
+NO_ORDER = np.zeros(0, dtype=np.int64)  # a block without an order: states hi − 1 … lo
 
 
 # ``reassoc``/``contract`` only: lets LLVM reorder sums and fuse multiply-adds, but keeps
@@ -103,9 +104,19 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
     where Q/β overflowed, x is first recomputed from d. The other two forms recompute
     ``logp_out`` = log π_ref + d in their own (vectorized) pass.
     """
-    n_states, n_actions = reward.shape
+    soft_block(NO_ORDER, 0, reward.shape[0], next_state, reward, ref_logp, beta, q_out, v_out, logp_out)
+
+
+@njit(cache=True, fastmath=FAST)
+def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
+    """``soft_backward`` for the states ``order[lo:hi]`` in turn, or, when ``order`` is empty,
+    for the states hi − 1, hi − 2, …, lo (the serial sweep is one such block). Each state's
+    successors must be solved already. The serial sweep and the level-parallel one
+    (``_kernels.levels``) both run this, so their results are the same to the bit."""
+    n_actions = reward.shape[1]
     inv_beta = 1.0 / beta
-    for s in range(n_states - 1, -1, -1):
+    for i in range(lo, hi):
+        s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
         q_max = NEG_INF
         q_min = np.inf
         x_max = NEG_INF
@@ -198,10 +209,18 @@ def evaluate_backward(next_state, reward, ref_logp, logp, tol, reward_out, kl_ou
     Per state: one vectorized pass computes π(a|s) = exp(logp) into a row buffer (and
     counts NaN/+inf entries), a second accumulates R and K.
     """
-    n_states, n_actions = reward.shape
-    bad = -1
+    return evaluate_block(NO_ORDER, 0, reward.shape[0], next_state, reward, ref_logp, logp, tol, reward_out, kl_out)
+
+
+@njit(cache=True, fastmath=FAST)
+def evaluate_block(order, lo, hi, next_state, reward, ref_logp, logp, tol, reward_out, kl_out):
+    """``evaluate_backward`` for a block of states (the states as in ``soft_block``); returns
+    −1 or the smallest bad state of the block. Shared with the level-parallel sweep."""
+    n_actions = reward.shape[1]
     p_row = np.empty(n_actions)
-    for s in range(n_states - 1, -1, -1):
+    bad = -1
+    for i in range(lo, hi):
+        s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
         mass = 0.0
         n_bad = 0
         for a in range(n_actions):
@@ -221,10 +240,10 @@ def evaluate_backward(next_state, reward, ref_logp, logp, tol, reward_out, kl_ou
             r_acc += p * (reward[s, a] + r_next)
             term = p * (logp[s, a] - ref_logp[s, a] + kl_next)
             kl_acc += term if p > 0.0 else 0.0
-        if n_bad > 0 or abs(mass - 1.0) > tol:
-            bad = s
         reward_out[s] = r_acc
         kl_out[s] = kl_acc
+        if n_bad > 0 or abs(mass - 1.0) > tol:
+            bad = s if bad < 0 else min(bad, s)
     return bad
 
 
@@ -282,11 +301,19 @@ def regret_backward(next_state, ref_logp, logp, q, v, beta, tol, regret_out):
     the term +inf.
     Validates like ``evaluate_backward``: returns −1 or the first bad state.
     """
-    n_states, n_actions = logp.shape
+    return regret_block(NO_ORDER, 0, logp.shape[0], next_state, ref_logp, logp, q, v, beta, tol, regret_out)
+
+
+@njit(cache=True, fastmath=FAST)
+def regret_block(order, lo, hi, next_state, ref_logp, logp, q, v, beta, tol, regret_out):
+    """``regret_backward`` for a block of states (as in ``soft_block``); returns −1 or the
+    smallest bad state of the block. Shared with the level-parallel sweep."""
+    n_actions = logp.shape[1]
     inv_beta = 1.0 / beta
-    bad = -1
     p_row = np.empty(n_actions)
-    for s in range(n_states - 1, -1, -1):
+    bad = -1
+    for i in range(lo, hi):
+        s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
         mass = 0.0
         n_bad = 0
         for a in range(n_actions):
@@ -315,9 +342,9 @@ def regret_backward(next_state, ref_logp, logp, q, v, beta, tol, regret_out):
             g_next = regret_out[max(nxt, 0)] if nxt >= 0 else 0.0
             term += p * g_next if p > 0.0 else 0.0
             acc += term if term > 0.0 else 0.0
-        if n_bad > 0 or abs(mass - 1.0) > tol:
-            bad = s
         regret_out[s] = acc
+        if n_bad > 0 or abs(mass - 1.0) > tol:
+            bad = s if bad < 0 else min(bad, s)
     return bad
 
 
