@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from xpo_sim._kernels.newton import vdot_block
-from xpo_sim._kernels.soft import evaluate_block, regret_block, soft_block
+from xpo_sim._kernels.soft import BLOCK, evaluate_block, regret_block, soft_block
 
 NEG_INF = -np.inf
 CHUNK = 64  # states per task
@@ -89,16 +89,23 @@ def in_edges(next_state, offsets_out, state_out, action_out):
 @njit(cache=True, parallel=True)
 def soft_levels(level_order, level_offsets, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, chunk):
     """``soft_backward`` level by level (heights 0, 1, …), each level's states in parallel."""
+    width = BLOCK * (reward.shape[1] + 3)
     for level in range(level_offsets.shape[0] - 1):
         lo = level_offsets[level]
         hi = level_offsets[level + 1]
         n_chunks = (hi - lo + chunk - 1) // chunk
         if n_chunks < MIN_PARALLEL_CHUNKS:
-            soft_block(level_order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out)
+            work = np.empty(width)
+            for b in range(lo, hi, BLOCK):
+                soft_block(level_order, b, min(b + BLOCK, hi), next_state, reward, ref_logp, beta, q_out, v_out,
+                           logp_out, work)
         else:
             for c in prange(n_chunks):
-                soft_block(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), next_state, reward, ref_logp,
-                           beta, q_out, v_out, logp_out)
+                work = np.empty(width)
+                end = min(lo + (c + 1) * chunk, hi)
+                for b in range(lo + c * chunk, end, BLOCK):
+                    soft_block(level_order, b, min(b + BLOCK, end), next_state, reward, ref_logp, beta, q_out,
+                               v_out, logp_out, work)
 
 
 @njit(cache=True)

@@ -78,6 +78,10 @@ NO_ORDER = np.zeros(0, dtype=np.int64)  # a block without an order: states hi �
 # ``reassoc``/``contract`` only: lets LLVM reorder sums and fuse multiply-adds, but keeps
 # IEEE infinities and NaNs (``fastmath=True`` would turn the −inf of a masked token into NaN).
 FAST = {"reassoc", "contract"}
+# ``contract`` only, for the block functions that both the serial and the level-parallel
+# sweeps run: without ``reassoc`` LLVM keeps every sum in source order wherever the function is
+# inlined and however it is vectorized, which is what makes the two sweeps agree to the bit.
+ORDERED = {"contract"}
 
 
 # Per-state switches of ``soft_backward`` on the spread δ = (max Q* − min Q*)/β.
@@ -104,19 +108,49 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
     where Q/β overflowed, x is first recomputed from d. The other two forms recompute
     ``logp_out`` = log π_ref + d in their own (vectorized) pass.
     """
-    soft_block(NO_ORDER, 0, reward.shape[0], next_state, reward, ref_logp, beta, q_out, v_out, logp_out)
+    n_states, n_actions = reward.shape
+    states = np.empty(BLOCK, dtype=np.int64)
+    work = np.empty(BLOCK * (n_actions + 3))
+    count = 0  # the pending block is the states s + 1 … s + count
+    for s in range(n_states - 1, -1, -1):
+        depends = False
+        for a in range(n_actions):
+            nxt = next_state[s, a]
+            depends |= (nxt >= 0) & (nxt <= s + count)
+        if depends or count == BLOCK:
+            soft_block(states, 0, count, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, work)
+            count = 0
+        states[count] = s
+        count += 1
+    soft_block(states, 0, count, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, work)
 
 
-@njit(cache=True, fastmath=FAST)
-def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
-    """``soft_backward`` for the states ``order[lo:hi]`` in turn, or, when ``order`` is empty,
-    for the states hi − 1, hi − 2, …, lo (the serial sweep is one such block). Each state's
-    successors must be solved already. The serial sweep and the level-parallel one
-    (``_kernels.levels``) both run this, so their results are the same to the bit."""
+BLOCK = 64  # states per block of ``soft_block``
+
+
+@njit(cache=True, fastmath=ORDERED)
+def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, work):
+    """``soft_backward`` for the states ``order[lo:hi]`` (at most ``BLOCK``), none of which
+    may be a successor of another, all of whose successors are solved already: the serial
+    sweep cuts the states into such blocks as it goes (a state joins the pending block
+    unless one of its tokens leads into it), the level-parallel one (``_kernels.levels``)
+    hands out chunks of a level. Both run this, so their results are the same to the bit.
+    ``work``: scratch of at least ``BLOCK·(A + 3)`` floats.
+
+    Three phases, so that the exponentials of the common case run in one flat, vectorized
+    loop over the whole block rather than rows of A (whose remainders ran scalar): (1) per
+    row, Q, x = log π_ref + Q/β, their extremes, and x − max x into the scratch; (2) e^{…}
+    over the scratch; (3) per row, V* and log π* from the row sum — or, for a row outside the
+    common case, :func:`soft_row_special` (the other forms of the module docstring)."""
     n_actions = reward.shape[1]
     inv_beta = 1.0 / beta
-    for i in range(lo, hi):
-        s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
+    n = hi - lo
+    exps = work[: n * n_actions]
+    row_qmax = work[BLOCK * n_actions: BLOCK * n_actions + BLOCK]
+    row_qmin = work[BLOCK * n_actions + BLOCK: BLOCK * n_actions + 2 * BLOCK]
+    row_xmax = work[BLOCK * n_actions + 2 * BLOCK: BLOCK * n_actions + 3 * BLOCK]
+    for j in range(n):
+        s = order[lo + j]
         q_max = NEG_INF
         q_min = np.inf
         x_max = NEG_INF
@@ -134,68 +168,93 @@ def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, 
             x_max = max(x_max, x)
             q_max = max(q_max, q if allowed else NEG_INF)
             q_min = min(q_min, q if allowed else np.inf)
-        spread = mul(q_max - q_min, inv_beta)
-        if spread > EXPM1_SPREAD:
-            # max-shifted log-sum-exp, M = max_a x_a. Common case: x = log π_ref + Q*/β from
-            # the first pass is finite, and L = (M − m/β) + log Σ e^{x − M} (M − m/β errs by
-            # ~ε·|m|/β, i.e. ~ε·|m| in V*, and x itself by ~ε·|Q*|/β, which enters log π*);
-            # if |Q*|/β exceeds DIRECT_SCALE (tiny β: the log-probabilities would lose
-            # ε·|Q*|/β absolute, a whole nat at β = 1e-16 and |Q*| = 1) or overflowed,
-            # recompute x = log π_ref + d with d = (Q* − m)/β ≤ 0, exact to a few ulp of d.
-            m_scaled = mul(q_max, inv_beta)
-            magnitude = mul(max(abs(q_max), abs(q_min)), inv_beta)
-            if x_max < np.inf and x_max > NEG_INF and magnitude <= DIRECT_SCALE:
-                shift = x_max - m_scaled
-            else:
-                x_max = NEG_INF
-                for a in range(n_actions):
-                    x = ref_logp[s, a] + scaled_gap(q_out[s, a], q_max, inv_beta)
-                    logp_out[s, a] = x
-                    x_max = max(x_max, x)
-                shift = x_max
-            total = 0.0
-            for a in range(n_actions):
-                total += fast_exp(logp_out[s, a] - x_max)
-            log_total = np.log(total)
-            v_out[s] = q_max + beta * (shift + log_total)  # m + β·L
-            lse = x_max + log_total  # log π* = x − lse
-        elif spread > TAYLOR_SPREAD:
-            # L = log1p(Σ π_ref expm1(d) / Σ π_ref): every term ≤ 0, 1 + Σ ≥ e^{-1}
-            mass = 0.0
-            total = 0.0
-            for a in range(n_actions):
-                lr = ref_logp[s, a]
-                d = scaled_gap(q_out[s, a], q_max, inv_beta)
-                logp_out[s, a] = lr + d
-                p = fast_exp(lr)
-                mass += p
-                total += p * fast_expm1(d)
-            lse = np.log1p(total / mass)
-            v_out[s] = q_max + beta * lse
-        else:
-            # β·L = μ + σ²/(2β) with the moments of Q* − m under π_ref (normalized), taken
-            # of y = (Q* − m)/c ∈ [−1, 0], c = max Q* − min Q*, so no square overflows
-            width = q_max - q_min
-            inv_width = 1.0 / width if width >= TINY else 0.0  # subnormal width: V* = m to 1e-308
-            mass = 0.0
-            mean = 0.0
-            second = 0.0
-            for a in range(n_actions):
-                lr = ref_logp[s, a]
-                gap = q_out[s, a] - q_max
-                logp_out[s, a] = lr + scaled_gap(gap, 0.0, inv_beta)
-                y = mul(gap, inv_width) if lr > NEG_INF else 0.0
-                p = fast_exp(lr)
-                mass += p
-                mean += p * y
-                second += p * y * y
-            mean /= mass
-            var = max(second / mass - mean * mean, 0.0)
-            excess = width * (mean + var * (0.5 * spread))  # β·L = V* − m = μ + σ²/(2β)
-            v_out[s] = q_max + excess
-            lse = mul(excess, inv_beta)
+        row_qmax[j] = q_max
+        row_qmin[j] = q_min
+        row_xmax[j] = x_max
         for a in range(n_actions):
-            logp_out[s, a] -= lse
+            exps[j * n_actions + a] = logp_out[s, a] - x_max
+    for i in range(n * n_actions):
+        exps[i] = fast_exp(exps[i])
+    for j in range(n):
+        s = order[lo + j]
+        q_max = row_qmax[j]
+        q_min = row_qmin[j]
+        x_max = row_xmax[j]
+        spread = mul(q_max - q_min, inv_beta)
+        # the common case: δ > 1 and x = log π_ref + Q*/β finite and of moderate size (module
+        # docstring): L = (M − m/β) + log Σ e^{x − M}, M = max x (M − m/β errs by ~ε·|m|/β,
+        # i.e. ~ε·|m| in V*, and x itself by ~ε·|Q*|/β, which enters log π*)
+        magnitude = mul(max(abs(q_max), abs(q_min)), inv_beta)
+        if spread > EXPM1_SPREAD and x_max < np.inf and x_max > NEG_INF and magnitude <= DIRECT_SCALE:
+            total = 0.0
+            for a in range(n_actions):
+                total += exps[j * n_actions + a]
+            log_total = np.log(total)
+            v_out[s] = q_max + beta * ((x_max - mul(q_max, inv_beta)) + log_total)  # m + β·L
+            lse = x_max + log_total  # log π* = x − lse
+            for a in range(n_actions):
+                logp_out[s, a] -= lse
+        else:
+            soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v_out, logp_out)
+
+
+@njit(cache=True, fastmath=ORDERED)
+def soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v_out, logp_out):
+    """V*(s) and log π*(·|s) from the row's Q* (``q_out``) outside the common case of
+    :func:`soft_block`: δ > 1 with |Q*|/β above DIRECT_SCALE or overflowed (tiny β: x would
+    lose ε·|Q*|/β absolute, a whole nat at β = 1e-16 and |Q*| = 1), where x = log π_ref + d
+    is recomputed from d = (Q* − m)/β ≤ 0, exact to a few ulp of d; the log1p/expm1 form; the
+    cumulant expansion."""
+    n_actions = ref_logp.shape[1]
+    if spread > EXPM1_SPREAD:
+        x_max = NEG_INF
+        for a in range(n_actions):
+            x = ref_logp[s, a] + scaled_gap(q_out[s, a], q_max, inv_beta)
+            logp_out[s, a] = x
+            x_max = max(x_max, x)
+        total = 0.0
+        for a in range(n_actions):
+            total += fast_exp(logp_out[s, a] - x_max)
+        log_total = np.log(total)
+        v_out[s] = q_max + beta * (x_max + log_total)  # m + β·L
+        lse = x_max + log_total  # log π* = x − lse
+    elif spread > TAYLOR_SPREAD:
+        # L = log1p(Σ π_ref expm1(d) / Σ π_ref): every term ≤ 0, 1 + Σ ≥ e^{-1}
+        mass = 0.0
+        total = 0.0
+        for a in range(n_actions):
+            lr = ref_logp[s, a]
+            d = scaled_gap(q_out[s, a], q_max, inv_beta)
+            logp_out[s, a] = lr + d
+            p = fast_exp(lr)
+            mass += p
+            total += p * fast_expm1(d)
+        lse = np.log1p(total / mass)
+        v_out[s] = q_max + beta * lse
+    else:
+        # β·L = μ + σ²/(2β) with the moments of Q* − m under π_ref (normalized), taken
+        # of y = (Q* − m)/c ∈ [−1, 0], c = max Q* − min Q*, so no square overflows
+        width = q_max - q_min
+        inv_width = 1.0 / width if width >= TINY else 0.0  # subnormal width: V* = m to 1e-308
+        mass = 0.0
+        mean = 0.0
+        second = 0.0
+        for a in range(n_actions):
+            lr = ref_logp[s, a]
+            gap = q_out[s, a] - q_max
+            logp_out[s, a] = lr + scaled_gap(gap, 0.0, inv_beta)
+            y = mul(gap, inv_width) if lr > NEG_INF else 0.0
+            p = fast_exp(lr)
+            mass += p
+            mean += p * y
+            second += p * y * y
+        mean /= mass
+        var = max(second / mass - mean * mean, 0.0)
+        excess = width * (mean + var * (0.5 * spread))  # β·L = V* − m = μ + σ²/(2β)
+        v_out[s] = q_max + excess
+        lse = mul(excess, inv_beta)
+    for a in range(n_actions):
+        logp_out[s, a] -= lse
 
 
 @njit(cache=True, fastmath=FAST)
@@ -206,44 +265,56 @@ def evaluate_backward(next_state, reward, ref_logp, logp, tol, reward_out, kl_ou
     where ``ref_logp = -inf`` makes K infinite (π is not absolutely continuous).
     Validates as it goes: returns −1, or the first state whose row has a NaN/+inf entry
     or does not sum to 1 within ``tol`` (the caller then explains the error).
-    Per state: one vectorized pass computes π(a|s) = exp(logp) into a row buffer (and
-    counts NaN/+inf entries), a second accumulates R and K.
+    The exponentials run in flat loops over blocks of states (:func:`evaluate_block`).
     """
     return evaluate_block(NO_ORDER, 0, reward.shape[0], next_state, reward, ref_logp, logp, tol, reward_out, kl_out)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def evaluate_block(order, lo, hi, next_state, reward, ref_logp, logp, tol, reward_out, kl_out):
-    """``evaluate_backward`` for a block of states (the states as in ``soft_block``); returns
-    −1 or the smallest bad state of the block. Shared with the level-parallel sweep."""
+    """``evaluate_backward`` for a block of states: ``order[lo:hi]`` (independent states of
+    one level, the level-parallel sweep's chunks) or, when ``order`` is empty, the states
+    hi − 1, hi − 2, …, lo in turn (the serial sweep is one such block). Returns −1 or the
+    smallest bad state of the block; the serial and the parallel sweep share it.
+
+    In groups of ``BLOCK`` states: the rows' π = e^{log π} in one flat, vectorized loop
+    (they do not depend on the recursion), then per state, in the order given, the mass,
+    the bad-entry count and the sums R and K."""
     n_actions = reward.shape[1]
-    p_row = np.empty(n_actions)
+    probs = np.empty(BLOCK * n_actions)
     bad = -1
-    for i in range(lo, hi):
-        s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
-        mass = 0.0
-        n_bad = 0
-        for a in range(n_actions):
-            lp = logp[s, a]
-            n_bad += 0 if lp < np.inf else 1  # NaN or +inf
-            p = fast_exp(lp)
-            p_row[a] = p
-            mass += p
-        r_acc = 0.0
-        kl_acc = 0.0
-        for a in range(n_actions):
-            p = p_row[a]
-            nxt = next_state[s, a]
-            j = max(nxt, 0)
-            r_next = reward_out[j] if nxt >= 0 else 0.0
-            kl_next = kl_out[j] if nxt >= 0 else 0.0
-            r_acc += p * (reward[s, a] + r_next)
-            term = p * (logp[s, a] - ref_logp[s, a] + kl_next)
-            kl_acc += term if p > 0.0 else 0.0
-        reward_out[s] = r_acc
-        kl_out[s] = kl_acc
-        if n_bad > 0 or abs(mass - 1.0) > tol:
-            bad = s if bad < 0 else min(bad, s)
+    for first in range(lo, hi, BLOCK):
+        n = min(BLOCK, hi - first)
+        for j in range(n):
+            i = first + j
+            s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
+            for a in range(n_actions):
+                probs[j * n_actions + a] = logp[s, a]
+        for k in range(n * n_actions):
+            probs[k] = fast_exp(probs[k])
+        for j in range(n):
+            i = first + j
+            s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
+            mass = 0.0
+            n_bad = 0
+            r_acc = 0.0
+            kl_acc = 0.0
+            for a in range(n_actions):
+                p = probs[j * n_actions + a]
+                lp = logp[s, a]
+                n_bad += 0 if lp < np.inf else 1  # NaN or +inf
+                mass += p
+                nxt = next_state[s, a]
+                k = max(nxt, 0)
+                r_next = reward_out[k] if nxt >= 0 else 0.0
+                kl_next = kl_out[k] if nxt >= 0 else 0.0
+                r_acc += p * (reward[s, a] + r_next)
+                term = p * (lp - ref_logp[s, a] + kl_next)
+                kl_acc += term if p > 0.0 else 0.0
+            reward_out[s] = r_acc
+            kl_out[s] = kl_acc
+            if n_bad > 0 or abs(mass - 1.0) > tol:
+                bad = s if bad < 0 else min(bad, s)
     return bad
 
 
@@ -304,7 +375,7 @@ def regret_backward(next_state, ref_logp, logp, q, v, beta, tol, regret_out):
     return regret_block(NO_ORDER, 0, logp.shape[0], next_state, ref_logp, logp, q, v, beta, tol, regret_out)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def regret_block(order, lo, hi, next_state, ref_logp, logp, q, v, beta, tol, regret_out):
     """``regret_backward`` for a block of states (as in ``soft_block``); returns −1 or the
     smallest bad state of the block. Shared with the level-parallel sweep."""
