@@ -292,6 +292,19 @@ def bench_rounds(thread_counts, quick):
     return dict(responses=8**horizon, pairs=mdp.n_state_actions, rounds=rounds, ms=out)
 
 
+def core_scaling(thread_counts):
+    """Seconds of a compute-bound parallel control (``_levels.exp_sum_tasks``: 64 tasks of
+    exponentials on an L1-resident array) at each thread count: the machine's own ceiling for
+    a speed-up over one thread, with no memory traffic."""
+    x = np.linspace(-5.0, 0.0, 2048)
+    out = np.empty(64)
+    times = {}
+    for n in thread_counts:
+        numba.set_num_threads(n)
+        times[n] = best_time(lambda: _levels.exp_sum_tasks(x, 64, 100, out), 5)
+    return times
+
+
 def solve_bytes(pairs, states):
     return 40 * pairs + 16 * states
 
@@ -397,6 +410,7 @@ def main(argv=None):
               f"elapsed {time.perf_counter() - t_start:.1f} s", file=sys.stderr, flush=True)
 
     round_row = bench_rounds(thread_counts, args.quick)
+    control = core_scaling(thread_counts)
     print(f"  done: XPO rounds, elapsed {time.perf_counter() - t_start:.1f} s", file=sys.stderr, flush=True)
     bandwidth = copy_bandwidth()
     top = thread_counts[-1]
@@ -465,6 +479,14 @@ def main(argv=None):
         ms = round_row["ms"][n]
         speedup = f"{round_row['ms'][1] / ms:.2f}x" if 1 in round_row["ms"] else "n/a"
         print(f"| {n} | {ms * 1e3:.1f} | {speedup} |")
+
+    print("\nControl: a compute-bound parallel loop with no memory traffic (64 tasks of exponentials on an "
+          "L1-resident array) — the speed-up the cores themselves give:\n")
+    print("| threads | seconds | speed-up over 1 thread |")
+    print("|---:|---:|---:|")
+    for n in thread_counts:
+        speedup = f"{control[1] / control[n]:.2f}x" if 1 in control else "n/a"
+        print(f"| {n} | {control[n]:.4f} | {speedup} |")
 
     print(f"\npeak RSS of the whole run (numpy baseline and bandwidth probe included): "
           f"{peak_rss_mib():.0f} MiB")

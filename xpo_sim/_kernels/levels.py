@@ -34,6 +34,7 @@ than it saves). The chunking never changes a result, only who computes it.
 import numpy as np
 from numba import njit, prange
 
+from xpo_sim._kernels.fast_exp import fast_exp
 from xpo_sim._kernels.newton import vdot_block
 from xpo_sim._kernels.soft import BLOCK, evaluate_block, regret_block, soft_block
 
@@ -279,3 +280,17 @@ def hvp_forward_levels(level_order, level_offsets, pred_offsets, pred_state, pre
                 hvp_forward_pull(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), pred_offsets,
                                  pred_state, pred_action, next_state, logp, beta, tangent, vdot, occ_u, occ_c,
                                  occdot, hv_out)
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def exp_sum_tasks(x, n_tasks, repeats, out):
+    """A control for the benchmarks: ``n_tasks`` independent tasks, each summing
+    ``fast_exp`` over the (cache-resident) ``x`` ``repeats`` times, in parallel. It touches no
+    main memory, so its speed-up from 1 to n threads is what the cores themselves give."""
+    for task in prange(n_tasks):
+        acc = 0.0
+        for r in range(repeats):
+            shift = r * 1e-9
+            for i in range(x.shape[0]):
+                acc += fast_exp(x[i] - shift)
+        out[task] = acc
