@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from xpo_sim._kernels.fast_exp import fast_exp
-from xpo_sim._kernels.newton import vdot_block
+from xpo_sim._kernels.newton import hvp_row, vdot_block
 from xpo_sim._kernels.soft import BLOCK, evaluate_block, regret_block, soft_block
 
 NEG_INF = -np.inf
@@ -246,22 +246,7 @@ def hvp_forward_pull(order, lo, hi, pred_offsets, pred_state, pred_action, next_
         occ_u[s] = mu_u
         occ_c[s] = mu_c
         occdot[s] = mu_dot
-        if mu_u == 0.0 and mu_c == 0.0 and mu_dot == 0.0:
-            continue
-        v_dot = vdot[s]
-        for a in range(logp.shape[1]):
-            lp = logp[s, a]
-            if lp == NEG_INF:
-                continue
-            p = np.exp(lp)
-            nxt = next_state[s, a]
-            q_dot = tangent[s, a]
-            if nxt >= 0:
-                q_dot += vdot[nxt]
-            d_u = mu_u * p
-            d_c = mu_c * p
-            d_dot = mu_dot * p + d_c * (q_dot - v_dot) / beta
-            hv_out[s, a] -= (d_u + d_dot) / beta
+        hvp_row(s, False, next_state, logp, beta, tangent, vdot, occ_u, occ_c, occdot, hv_out)
 
 
 @njit(cache=True, parallel=True)

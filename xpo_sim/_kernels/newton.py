@@ -135,31 +135,40 @@ def hvp_paths(logp, beta, tangent, path_states, path_actions, path_lengths, pair
 def hvp_forward(next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out):
     """The fused forward sweep of the product (serial, pushing): occupancies μ_u, μ_c and
     the tangent μ̇ flow forward, and hv(s, a) −= (d_u + ḋ)/β (module docstring)."""
-    n_states, n_actions = logp.shape
-    for s in range(n_states):
-        mu_u = occ_u_work[s]
-        mu_c = occ_c_work[s]
-        mu_dot = occdot_work[s]
-        if mu_u == 0.0 and mu_c == 0.0 and mu_dot == 0.0:
+    for s in range(logp.shape[0]):
+        hvp_row(s, True, next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
+
+
+@njit(cache=True)
+def hvp_row(s, push, next_state, logp, beta, tangent, vdot, occ_u, occ_c, occdot, hv_out):
+    """State s of the fused forward sweep, its occupancies (μ_u, μ_c, μ̇)(s) final: per token
+    with log π > −inf, p = π(a|s), q̇ = ṙ(s,a) + V̇(s'), d_u = μ_u p, d_c = μ_c p,
+    ḋ = μ̇ p + d_c (q̇ − V̇(s))/β; hv(s, a) −= (d_u + ḋ)/β, and with ``push`` (the serial
+    sweep) (d_u, d_c, ḋ) are added to the occupancies of s' (the level-parallel sweep pulls
+    them instead, ``_kernels.levels.hvp_forward_pull``)."""
+    mu_u = occ_u[s]
+    mu_c = occ_c[s]
+    mu_dot = occdot[s]
+    if mu_u == 0.0 and mu_c == 0.0 and mu_dot == 0.0:
+        return
+    v_dot = vdot[s]
+    for a in range(logp.shape[1]):
+        lp = logp[s, a]
+        if lp == NEG_INF:
             continue
-        v_dot = vdot_work[s]
-        for a in range(n_actions):
-            lp = logp[s, a]
-            if lp == NEG_INF:
-                continue
-            p = np.exp(lp)
-            nxt = next_state[s, a]
-            q_dot = tangent[s, a]
-            if nxt >= 0:
-                q_dot += vdot_work[nxt]
-            d_u = mu_u * p
-            d_c = mu_c * p
-            d_dot = mu_dot * p + d_c * (q_dot - v_dot) / beta
-            hv_out[s, a] -= (d_u + d_dot) / beta
-            if nxt >= 0:
-                occ_u_work[nxt] += d_u
-                occ_c_work[nxt] += d_c
-                occdot_work[nxt] += d_dot
+        p = np.exp(lp)
+        nxt = next_state[s, a]
+        q_dot = tangent[s, a]
+        if nxt >= 0:
+            q_dot += vdot[nxt]
+        d_u = mu_u * p
+        d_c = mu_c * p
+        d_dot = mu_dot * p + d_c * (q_dot - v_dot) / beta
+        hv_out[s, a] -= (d_u + d_dot) / beta
+        if push and nxt >= 0:
+            occ_u[nxt] += d_u
+            occ_c[nxt] += d_c
+            occdot[nxt] += d_dot
 
 
 @njit(cache=True)
