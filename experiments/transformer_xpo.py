@@ -18,7 +18,10 @@ labels: 64 three-token responses, reward 1 for one of them, 0 for the rest. For 
 Outputs: --out/results.csv (every evaluated row; columns of xpo_sim.run plus group, label,
 policy, eps, replicate), --out/summary.csv (per group and label: queries to regret ≤ 10% of
 π_ref's — the first *evaluated* round, an upper bound for the transformer — fraction of runs
-that got there, final and best regret relative to π_ref's), and --figures/transformer_xpo.png
+that got there, final and best regret relative to π_ref's), --out/intervals.csv (the same per
+group and label with 95% intervals over seeds: Wilson for the shares of runs reaching 10% and
+ending below π_ref, percentile bootstrap for the medians; xpo_sim.analysis.interval_summary),
+and --figures/transformer_xpo.png
 (regret against queries, mean and 95% band over seeds; one panel per policy class).
 
 Size presets (--preset):
@@ -73,7 +76,7 @@ import pandas as pd  # noqa: E402
 
 import xpo_sim  # noqa: E402
 from xpo_sim import XPO, OnlineDPO, checks, envs  # noqa: E402
-from xpo_sim.analysis import queries_to_threshold, summarize_runs  # noqa: E402
+from xpo_sim.analysis import interval_summary, queries_to_threshold, summarize_runs  # noqa: E402
 from xpo_sim.plotting import plot_regret_curves  # noqa: E402
 from xpo_sim.sweep import check_output_file, check_output_folder  # noqa: E402
 
@@ -186,7 +189,7 @@ def parse_args(argv=None):
     # the output paths, before any run (a bad one would otherwise fail after minutes of training)
     out = check_output_folder(parser, "--out", args.out)
     figures = check_output_folder(parser, "--figures", args.figures)
-    for name in ("results.csv", "summary.csv"):
+    for name in ("results.csv", "summary.csv", "intervals.csv"):
         check_output_file(parser, "--out", out / name)
     check_output_file(parser, "--figures", figures / preset.figure)
     if preset.name in CPU_TABLE_SECONDS and args.device.split(":")[0] == "cpu" and not args.allow_cpu:
@@ -275,8 +278,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
-    summary = summarize_runs(queries_to_threshold(df, fraction=0.1))
+    per_run = queries_to_threshold(df, fraction=0.1)
+    summary = summarize_runs(per_run)
     summary.to_csv(out / "summary.csv", index=False)
+    interval_summary(per_run).to_csv(out / "intervals.csv", index=False)
 
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
@@ -318,7 +323,7 @@ def main(argv=None) -> int:
           f"{np.round(df[df['round'] == 0].groupby('replicate').regret.first().to_numpy(), 3).tolist()})")
     print(final.pivot_table(index=["group", "label"], columns="replicate", values="regret")
           .to_string(float_format=lambda x: f"{x:.3f}"))
-    print(f"\nresults: {out}/results.csv, summary.csv; figure: {figures}/{preset.figure}; "
+    print(f"\nresults: {out}/results.csv, summary.csv, intervals.csv; figure: {figures}/{preset.figure}; "
           f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
