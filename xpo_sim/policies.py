@@ -351,15 +351,20 @@ class _LinearRewardBase:
                                 arrays["pair_chosen"], arrays["pair_rejected"], arrays["pair_count"],
                                 state["coef_chosen"], state["coef_rejected"], state["curvature"])
 
-    def _hessian_vector(self, vector: np.ndarray, state: dict) -> np.ndarray:
+    @staticmethod
+    def _pair_arrays(state: dict) -> tuple:
+        """The data and pair-curvature arrays the second-order kernels take, in their order."""
         arrays = state["arrays"]
+        return (arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
+                arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
+                state["dlog_ratio"])
+
+    def _hessian_vector(self, vector: np.ndarray, state: dict) -> np.ndarray:
         logp, tangent = self._work["logp_work"], self.reward_table(vector)
-        pairs = (arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
-                 arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
-                 state["dlog_ratio"])
+        pairs = self._pair_arrays(state)
         if threads.parallel(self.mdp):  # the same steps, with the level-parallel sweeps
-            vdot, occ_u, occ_c, occdot = self._hvp_work
-            _level_kernels.vdot_levels(*self.mdp.levels, self.mdp.next_state, logp, tangent, vdot, _level_kernels.CHUNK)
+            _level_kernels.vdot_levels(*self.mdp.levels, self.mdp.next_state, logp, tangent, self._hvp_work[0],
+                                       _level_kernels.CHUNK)
             _newton.hvp_paths(logp, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
             _level_kernels.hvp_forward_levels(*self.mdp.levels, *self.mdp.predecessors, self.mdp.next_state, logp,
                                               self.beta, tangent, *self._hvp_work, self._hv, _level_kernels.CHUNK)
@@ -372,10 +377,7 @@ class _LinearRewardBase:
 
     def _hessian_diagonal_table(self, state: dict) -> np.ndarray:
         """The (S, A) estimate of the Hessian's diagonal over r̂ (into ``self._hv``)."""
-        arrays = state["arrays"]
-        pairs = (arrays["path_states"], arrays["path_actions"], arrays["path_lengths"], arrays["pair_chosen"],
-                 arrays["pair_rejected"], state["coef_chosen"], state["coef_rejected"], state["curvature"],
-                 state["dlog_ratio"])
+        pairs = self._pair_arrays(state)
         logp = self._work["logp_work"]
         if threads.parallel(self.mdp):  # the same steps, with the level-parallel occupancy sweep
             start = _newton.hessian_diagonal_pairs(self.beta, *pairs, self._hv)

@@ -107,8 +107,8 @@ def sweep_threads(mdp) -> int:
     n = get_threads()
     if n == 1 or mdp.n_state_actions < PARALLEL_MIN_PAIRS:
         return 1
-    order, offsets = mdp.levels
-    if order.shape[0] < PARALLEL_MIN_WIDTH * (offsets.shape[0] - 1):
+    n_levels = mdp.levels[1].shape[0] - 1
+    if mdp.n_states < PARALLEL_MIN_WIDTH * n_levels:
         return 1
     return n
 
