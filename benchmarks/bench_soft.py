@@ -6,7 +6,7 @@ Both sides solve the same token trees (``xpo_sim.envs.token_tree`` with dense re
 β = 0.1) exactly:
 
 * **solve** — the soft Bellman backward sweep. ``xpo_sim.solve_soft`` (numba kernel
-  ``xpo_sim._kernels.soft.soft_backward``, one sweep over the states) against
+  ``xpo_sim._kernels.soft.soft_by_levels``, one sweep over the states, level by level) against
   :func:`numpy_solve`, the per-layer backward induction a numpy user would write: for
   each layer from the last, Q = r + V[next] (V of the end = 0, via a padded V whose last
   entry, index −1, is 0), V = β·logsumexp(ref_logp + Q/β) with a max shift, and
@@ -36,7 +36,11 @@ Python wrappers (allocation of the outputs — fresh arrays are first touched, i
 page-faulted, inside the call — and for ``evaluate`` the checks of ``logp``), i.e. what a
 user pays per call. A second table shows the wrappers with caller-allocated ``out=``
 arrays (what a solver loop pays: no allocation) and the bare kernels, to separate wrapper
-overhead from kernel speed.
+overhead from kernel speed. A third table times only allocating the solve's outputs and
+writing them once (:func:`touch_outputs`), the same way: the least any solve that returns
+new arrays pays. numpy's time over it bounds the ratio a fresh-output ``solve_soft`` can
+reach on this machine, however fast its kernel (first touches of fresh memory cost about
+0.3 ns a byte in the VMs this was written on, so at 10^7 pairs the bound is near 8×).
 
 Memory-bandwidth bound
 ----------------------
@@ -72,7 +76,7 @@ Two threads at least **1.6×** faster than one at 10^7 pairs (judged when 1 and 
 serial fraction f = 2/S₂ − 1, and prints S_n = 1/(f + (1 − f)/n) for 4, 8 and 16 cores —
 an upper estimate, since the copy bandwidth (shared by all cores) caps every sweep.
 
-The bare kernels ``soft_backward`` and ``evaluate_backward`` at **≥ 50 %** of the measured
+The bare kernels ``soft_by_levels`` and ``evaluate_backward`` at **≥ 50 %** of the measured
 copy bandwidth at 10^7 pairs (byte model above); judged only when the run includes the
 10^7-pair tree.
 
@@ -193,6 +197,18 @@ def copy_bandwidth(repeats=7):
     return 2 * COPY_BYTES / seconds
 
 
+def touch_outputs(states, actions):
+    """What ``solve_soft`` must do at the least to return fresh outputs: allocate Q*, V*,
+    log π* (np.empty) and write each once (``fill``), which first-touches — page-faults —
+    every page the allocator did not recycle. Large arrays (above glibc's mmap threshold,
+    at most 32 MiB) come from a fresh mapping on every call, whose pages the kernel must
+    zero on first touch; smaller ones are reused from the heap."""
+    q, v, logp = np.empty((states, actions)), np.empty(states), np.empty((states, actions))
+    q.fill(0.0)
+    v.fill(0.0)
+    logp.fill(0.0)
+
+
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -240,7 +256,8 @@ def bench_size(horizon, repeats, thread_counts):
         q_buf, v_buf, lp_buf = np.empty_like(r), np.empty(states), np.empty_like(r)
         r_buf, k_buf = np.empty(states), np.empty(states)
         if used == 1:
-            t_ksolve = best_time(lambda: _kernels.soft_backward(ns, r, ref, BETA, q_buf, v_buf, lp_buf), reps)
+            t_ksolve = best_time(lambda: _kernels.soft_by_levels(order, level_offsets, ns, r, ref, BETA, q_buf, v_buf,
+                                                                 lp_buf), reps)
             t_keval = best_time(lambda: _kernels.evaluate_backward(ns, r, ref, sol.logp, 1e-6, r_buf, k_buf), reps)
         else:
             numba.set_num_threads(used)
@@ -268,6 +285,7 @@ def bench_size(horizon, repeats, thread_counts):
     del q, v, logp, r_to_go, kl_to_go
 
     row["t_np_solve"] = best_time(lambda: numpy_solve(ns, r, ref, BETA, offsets), reps)
+    row["t_touch"] = best_time(lambda: touch_outputs(states, mdp.n_actions), reps)
     row["t_np_eval"] = best_time(lambda: numpy_evaluate(ns, r, ref, sol.logp, offsets), reps)
     return row
 
@@ -453,7 +471,19 @@ def main(argv=None):
             + [per[n]["t_eval"] for n in thread_counts]
         print(f"| {p:,} | {' | '.join(f'{t / p * 1e9:.2f}' for t in cells)} |")
 
-    print("\nBare kernels (preallocated outputs, no wrapper: soft_backward / evaluate_backward at 1 thread, "
+    print("\nThe floor of fresh outputs: allocating solve_soft's outputs and writing them once (np.empty + "
+          "fill, one thread), timed like solve_soft — what any solve returning new arrays pays on this "
+          "machine — and the ratio to numpy it would leave if the solve itself cost nothing:\n")
+    print("| pairs | output MiB | allocate + touch ms | numpy solve ms | ratio bound (numpy / floor) "
+          "| solve_soft ratio (best thread count) |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        p, s = row["pairs"], row["states"]
+        best = min(row["threads"][n]["t_solve"] for n in thread_counts)
+        print(f"| {p:,} | {(2 * p + s) * 8 / 2**20:.1f} | {row['t_touch'] * 1e3:.3f} | {row['t_np_solve'] * 1e3:.3f} "
+              f"| {row['t_np_solve'] / row['t_touch']:.1f}x | {row['t_np_solve'] / best:.1f}x |")
+
+    print("\nBare kernels (preallocated outputs, no wrapper: soft_by_levels / evaluate_backward at 1 thread, "
           "soft_levels / evaluate_levels above) vs the public functions, without and with caller-allocated "
           "out= arrays:\n")
     print("| pairs | threads | solve kernel ms | solve_soft ms | solve_soft out= ms | solve BW fraction (kernel) "

@@ -106,9 +106,9 @@ def test_preference_kernels_equal_their_py_func():
     outputs = []
     for kernel in (pref_kernels.implicit_reward_objective, pref_kernels.implicit_reward_objective.py_func):
         n_paths = a["path_lengths"].shape[0]
-        work = [np.empty(shape), np.empty(mdp.n_states), np.empty(shape), np.empty(mdp.n_states),
+        work = [np.empty(shape), np.empty(mdp.n_states), np.empty(shape), np.empty(shape), np.empty(mdp.n_states),
                 np.empty(mdp.n_states), np.empty(n_paths), np.empty(n_paths), np.empty(shape)]
-        loss = kernel(mdp.next_state, mdp.ref_logp, 0.3, 0, reward_hat, a["path_states"], a["path_actions"],
+        loss = kernel(*mdp.levels, mdp.next_state, mdp.ref_logp, 0.3, 0, reward_hat, a["path_states"], a["path_actions"],
                       a["path_lengths"], a["path_ref_logp"], a["pair_chosen"], a["pair_rejected"],
                       a["pair_count"], a["explore_path"], 0.5 * a["explore_count"], *work)
         outputs.append((loss, work[-1]))

@@ -170,8 +170,11 @@ def test_occupancy_forward(data):
     mdp = data.draw(mdps(), label="mdp")
     logp = data.draw(st.one_of(policies(mdp), policies(mdp, disallowed_mass=True)), label="logp")
     S = mdp.n_states
+    prob = np.empty(logp.shape)
+    ksoft.policy_probs(np.ascontiguousarray(logp, dtype=np.float64), prob)  # the kernel reads π = e^{log π}
+    np.testing.assert_allclose(prob, np.exp(logp), rtol=4.5e-16, atol=1e-300)  # ≤ 2 ulp (subnormals: absolute)
     (jit, _), (py, _) = both(
-        ksoft.occupancy_forward, mdp.next_state, logp, mdp.start, out_shapes=[((S,), np.float64)]
+        ksoft.occupancy_forward, mdp.next_state, prob, mdp.start, out_shapes=[((S,), np.float64)]
     )
     # Occupancies are probabilities (≤ 1): scale 1.
     assert_close(py[0], jit[0], 1.0, RTOL_PY, "occupancy py_func")

@@ -102,7 +102,8 @@ def _serial_and_levels(mdp, logp, beta, chunk=1):
         bad = kernel(rr, kk)
         return rr, kk, np.array([bad])
 
-    out["solve"] = [solve(lambda q, v, lp: K.soft_backward(ns, r, ref, beta, q, v, lp))]
+    out["solve"] = [solve(lambda q, v, lp: K.soft_backward(ns, r, ref, beta, q, v, lp)),
+                    solve(lambda q, v, lp: K.soft_by_levels(order, offsets, ns, r, ref, beta, q, v, lp))]
     out["evaluate"] = [evaluate(lambda rr, kk: K.evaluate_backward(ns, r, ref, logp, 1e-6, rr, kk))]
     sol_q, sol_v, _ = out["solve"][0]
 
@@ -113,13 +114,15 @@ def _serial_and_levels(mdp, logp, beta, chunk=1):
 
     out["regret"] = [regret(lambda g: K.regret_backward(ns, ref, logp, sol_q, sol_v, beta, 1e-6, g))]
     start = np.asarray(mdp.start)
+    prob = np.empty((S, A))
+    K.policy_probs(np.ascontiguousarray(logp, dtype=np.float64), prob)
 
     def occupancy(kernel):
         d = np.empty(S)
         kernel(d)
         return (d,)
 
-    out["occupancy"] = [occupancy(lambda d: K.occupancy_forward(ns, logp, start, d))]
+    out["occupancy"] = [occupancy(lambda d: K.occupancy_forward(ns, prob, start, d))]
     for n in THREAD_COUNTS:
         numba.set_num_threads(n)
         out["solve"].append(solve(lambda q, v, lp: L.soft_levels(order, offsets, ns, r, ref, beta, q, v, lp, chunk)))
@@ -128,7 +131,7 @@ def _serial_and_levels(mdp, logp, beta, chunk=1):
         out["regret"].append(regret(
             lambda g: L.regret_levels(order, offsets, ns, ref, logp, sol_q, sol_v, beta, 1e-6, g, chunk)))
         out["occupancy"].append(occupancy(
-            lambda d: L.occupancy_levels(order, offsets, *pred, logp, start, d, chunk)))
+            lambda d: L.occupancy_levels(order, offsets, *pred, prob, start, d, chunk)))
     return out
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.optimize import Bounds, minimize
 
 import xpo_sim
-from xpo_sim import envs
+from xpo_sim import envs, threads
 from xpo_sim._kernels import levels as level_kernels
 from xpo_sim._kernels import newton as newton_kernels
 from xpo_sim.policies import ImplicitRewardClass, LinearRewardClass
@@ -58,29 +58,30 @@ def test_hessian_kernels_equal_their_py_func():
     # level-parallel sweeps (``_kernels.levels``, chunks of one state) against it, to the bit
     pairs = (a["path_states"], a["path_actions"], a["path_lengths"], a["pair_chosen"], a["pair_rejected"],
              state["coef_chosen"], state["coef_rejected"], state["curvature"], state["dlog_ratio"])
-    logp = cls._work["logp_work"]
+    prob = cls._work["prob_work"]
+    np.testing.assert_array_equal(prob, threads.policy_probs(cls._work["logp_work"]))  # π of the last evaluation
     outs = []
     for kernel in (newton_kernels.reward_hvp, newton_kernels.reward_hvp.py_func):
         out = np.empty(mdp.ref_logp.shape)
-        kernel(mdp.next_state, logp, 0.3, tangent, *pairs, *[np.empty(mdp.n_states) for _ in range(4)], out)
+        kernel(mdp.next_state, prob, 0.3, tangent, *pairs, *[np.empty(mdp.n_states) for _ in range(4)], out)
         outs.append(out)
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12, atol=1e-12)
     work = [np.empty(mdp.n_states) for _ in range(4)]
     out = np.empty(mdp.ref_logp.shape)
-    level_kernels.vdot_levels(*mdp.levels, mdp.next_state, logp, tangent, work[0], 1)
-    newton_kernels.hvp_paths(logp, 0.3, tangent, *pairs, *work, out)
-    level_kernels.hvp_forward_levels(*mdp.levels, *mdp.predecessors, mdp.next_state, logp, 0.3, tangent, *work, out, 1)
+    level_kernels.vdot_levels(*mdp.levels, mdp.next_state, prob, tangent, work[0], 1)
+    newton_kernels.hvp_paths(prob, 0.3, tangent, *pairs, *work, out)
+    level_kernels.hvp_forward_levels(*mdp.levels, *mdp.predecessors, mdp.next_state, prob, 0.3, tangent, *work, out, 1)
     np.testing.assert_array_equal(out, outs[0])
     diags = []
     for kernel in (newton_kernels.reward_hessian_diagonal, newton_kernels.reward_hessian_diagonal.py_func):
         out = np.empty(mdp.ref_logp.shape)
-        kernel(mdp.next_state, logp, 0.3, *pairs, np.empty(mdp.n_states), out)
+        kernel(mdp.next_state, prob, 0.3, *pairs, np.empty(mdp.n_states), out)
         diags.append(out)
     np.testing.assert_allclose(diags[0], diags[1], rtol=1e-12, atol=1e-14)
     out, occ = np.empty(mdp.ref_logp.shape), np.empty(mdp.n_states)
     start = newton_kernels.hessian_diagonal_pairs(0.3, *pairs, out)
-    level_kernels.occupancy_levels(*mdp.levels, *mdp.predecessors, logp, start, occ, 1)
-    newton_kernels.add_occupancy_diagonal(logp, 0.3, occ, out)
+    level_kernels.occupancy_levels(*mdp.levels, *mdp.predecessors, prob, start, occ, 1)
+    newton_kernels.add_occupancy_diagonal(prob, 0.3, occ, out)
     np.testing.assert_array_equal(out, diags[0])
     assert (diags[0] >= 0).all() and diags[0].max() > 0
 

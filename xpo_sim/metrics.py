@@ -644,6 +644,7 @@ class _SupSolver:
         self.q = np.empty((n_states, n_actions))
         self.v = np.empty(n_states)
         self.logp = np.empty((n_states, n_actions))
+        self.prob = np.empty((n_states, n_actions))
         self.occ = np.empty(n_states)
         self.start = np.zeros(n_states)
         self.mdp = mdp
@@ -661,9 +662,10 @@ class _SupSolver:
     def value_grad(self, x: int, theta: np.ndarray, phi: np.ndarray) -> tuple[float, np.ndarray]:
         value = self.value(x, theta, phi)
         self.start[x] = 1.0
-        threads.occupancy_sweep(self.mdp, self.logp, self.start, self.occ)
+        prob = threads.policy_probs(self.logp, out=self.prob)
+        threads.occupancy_sweep(self.mdp, prob, self.start, self.occ)
         self.start[x] = 0.0
-        mean = self.cls.contract(self.occ[:, None] * np.exp(self.logp))  # E_{π_θ(·|x)} Φ
+        mean = self.cls.contract(self.occ[:, None] * prob)  # E_{π_θ(·|x)} Φ
         return value, (phi - mean) / self.beta
 
     def solve(self, x: int, phi: np.ndarray, col_max: np.ndarray, col_min: np.ndarray, lo: float, hi: float,

@@ -108,8 +108,8 @@ class RunningMixture:
     def _add(self, table: np.ndarray) -> None:
         """:meth:`add` for a float64 (S, A) table already checked (the run's recorder)."""
         table = np.ascontiguousarray(table, dtype=np.float64)
-        threads.occupancy_sweep(self.mdp, table, self.mdp.start, self._occupancy)
-        np.exp(table, out=self._scratch)
+        threads.policy_probs(table, out=self._scratch)  # π
+        threads.occupancy_sweep(self.mdp, self._scratch, self.mdp.start, self._occupancy)
         self._scratch *= self._occupancy[:, None]
         self._weighted += self._scratch
         self._reach += self._occupancy

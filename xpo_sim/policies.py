@@ -276,7 +276,7 @@ class _LinearRewardBase:
         shape = (mdp.n_states, mdp.n_actions)
         self._work = dict(
             q_work=np.empty(shape), v_work=np.empty(mdp.n_states), logp_work=np.empty(shape),
-            occ_work=np.empty(mdp.n_states), start_work=np.empty(mdp.n_states),
+            prob_work=np.empty(shape), occ_work=np.empty(mdp.n_states), start_work=np.empty(mdp.n_states),
         )
         self._hvp_work = [np.empty(mdp.n_states) for _ in range(4)]
         self._grad = np.empty(shape)
@@ -324,14 +324,15 @@ class _LinearRewardBase:
         work = self._work
         if threads.parallel(self.mdp):  # the same steps, with the level-parallel sweeps
             threads.soft_sweep(self.mdp, table, self.beta, work["q_work"], work["v_work"], work["logp_work"])
+            threads.policy_probs(work["logp_work"], out=work["prob_work"])
             value = _kernels.objective_from_values(self.beta, state["kind"], table, work["v_work"], *data,
                                                    work["start_work"], state["log_ratio"], state["dlog_ratio"],
                                                    self._grad)
-            threads.occupancy_sweep(self.mdp, work["logp_work"], work["start_work"], work["occ_work"])
-            _kernels.subtract_occupancy(work["logp_work"], work["occ_work"], self._grad)
+            threads.occupancy_sweep(self.mdp, work["prob_work"], work["start_work"], work["occ_work"])
+            _kernels.subtract_occupancy(work["prob_work"], work["occ_work"], self._grad)
         else:
             value = _kernels.implicit_reward_objective(
-                self.mdp.next_state, self.mdp.ref_logp, self.beta, state["kind"], table, *data,
+                *self.mdp.levels, self.mdp.next_state, self.mdp.ref_logp, self.beta, state["kind"], table, *data,
                 log_ratio=state["log_ratio"], dlog_ratio=state["dlog_ratio"], grad_out=self._grad, **work)
         grad = self.contract(self._grad)
         if self.l2:
@@ -360,16 +361,16 @@ class _LinearRewardBase:
                 state["dlog_ratio"])
 
     def _hessian_vector(self, vector: np.ndarray, state: dict) -> np.ndarray:
-        logp, tangent = self._work["logp_work"], self.reward_table(vector)
+        prob, tangent = self._work["prob_work"], self.reward_table(vector)
         pairs = self._pair_arrays(state)
         if threads.parallel(self.mdp):  # the same steps, with the level-parallel sweeps
-            _level_kernels.vdot_levels(*self.mdp.levels, self.mdp.next_state, logp, tangent, self._hvp_work[0],
+            _level_kernels.vdot_levels(*self.mdp.levels, self.mdp.next_state, prob, tangent, self._hvp_work[0],
                                        _level_kernels.CHUNK)
-            _newton.hvp_paths(logp, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
-            _level_kernels.hvp_forward_levels(*self.mdp.levels, *self.mdp.predecessors, self.mdp.next_state, logp,
+            _newton.hvp_paths(prob, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
+            _level_kernels.hvp_forward_levels(*self.mdp.levels, *self.mdp.predecessors, self.mdp.next_state, prob,
                                               self.beta, tangent, *self._hvp_work, self._hv, _level_kernels.CHUNK)
         else:
-            _newton.reward_hvp(self.mdp.next_state, logp, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
+            _newton.reward_hvp(self.mdp.next_state, prob, self.beta, tangent, *pairs, *self._hvp_work, self._hv)
         out = self.contract(self._hv)
         if self.l2:
             out += 2.0 * self.l2 * vector
@@ -378,13 +379,13 @@ class _LinearRewardBase:
     def _hessian_diagonal_table(self, state: dict) -> np.ndarray:
         """The (S, A) estimate of the Hessian's diagonal over r̂ (into ``self._hv``)."""
         pairs = self._pair_arrays(state)
-        logp = self._work["logp_work"]
+        prob = self._work["prob_work"]
         if threads.parallel(self.mdp):  # the same steps, with the level-parallel occupancy sweep
             start = _newton.hessian_diagonal_pairs(self.beta, *pairs, self._hv)
-            threads.occupancy_sweep(self.mdp, logp, start, self._hvp_work[0])
-            _newton.add_occupancy_diagonal(logp, self.beta, self._hvp_work[0], self._hv)
+            threads.occupancy_sweep(self.mdp, prob, start, self._hvp_work[0])
+            _newton.add_occupancy_diagonal(prob, self.beta, self._hvp_work[0], self._hv)
         else:
-            _newton.reward_hessian_diagonal(self.mdp.next_state, logp, self.beta, *pairs, self._hvp_work[0], self._hv)
+            _newton.reward_hessian_diagonal(self.mdp.next_state, prob, self.beta, *pairs, self._hvp_work[0], self._hv)
         return self._hv
 
     def _hessian_diagonal(self, state: dict) -> np.ndarray:
@@ -522,19 +523,26 @@ class ImplicitRewardClass(_LinearRewardBase):
         super().__init__(mdp, beta, one_hot_features(mask), box, l2=l2, solver=solver, gtol=gtol, ftol=ftol,
                          max_iter=max_iter, gap_tol=gap_tol, max_nodes=max_nodes)
         self._flat_index = np.flatnonzero(mask.ravel())
+        self._full_support = self._flat_index.size == mdp.n_state_actions  # every (s, a) a parameter
 
     # one-hot features: F θ is a scatter and Fᵀ g a gather (same numbers as the sparse
-    # products, without their per-call overhead, which dominates on small instances)
+    # products, without their per-call overhead, which dominates on small instances); with
+    # every (s, a) a parameter, F is the identity and both are copies
     def reward_table(self, params: np.ndarray) -> np.ndarray:
+        shape = (self.mdp.n_states, self.mdp.n_actions)
+        if self._full_support:
+            return np.array(params, dtype=np.float64).reshape(shape)
         table = np.zeros(self.mdp.n_state_actions)
         table[self._flat_index] = params
-        return table.reshape(self.mdp.n_states, self.mdp.n_actions)
+        return table.reshape(shape)
 
     def contract(self, table: np.ndarray) -> np.ndarray:
+        if self._full_support:
+            return np.array(table, dtype=np.float64).ravel()
         return np.ascontiguousarray(table, dtype=np.float64).ravel()[self._flat_index]
 
     def _hessian_diagonal(self, state: dict) -> np.ndarray:
-        return self._hessian_diagonal_table(state).ravel()[self._flat_index] + 2.0 * self.l2
+        return self.contract(self._hessian_diagonal_table(state)) + 2.0 * self.l2
 
 
 def one_hot_features(mask: np.ndarray) -> sp.csr_matrix:

@@ -191,7 +191,7 @@ def occupancy(mdp: TokenMDP, logp) -> np.ndarray:
     """Probability (S,) that a trajectory of the policy ``logp`` (from s₀ ∼ ρ) visits
     each state."""
     _check_mdp(mdp)
-    logp = mdp.check_policy(logp)
+    logp = np.ascontiguousarray(mdp.check_policy(logp), dtype=np.float64)
     out = np.empty(mdp.n_states)
-    threads.occupancy_sweep(mdp, logp, mdp.start, out)
+    threads.occupancy_sweep(mdp, threads.policy_probs(logp), mdp.start, out)
     return out

@@ -16,9 +16,11 @@ same length has its depths as levels, each a contiguous range of state indices w
 successors are contiguous too, so the gathers V*[s'] read memory in order.
 
 Bit-identical at any thread count. Each state's value is computed by one thread with the
-same block function as the serial sweep (``soft_block``, ``evaluate_block``,
-``regret_block``, ``vdot_block``; the serial sweep is one block of every state), from successors that are final; no sum is split
-between threads. A forward sweep *pulls* instead of pushing: the serial occupancy sweep
+same block function as the serial sweeps (``soft_block``, ``evaluate_block``,
+``regret_block``, ``vdot_block``; the serial solve runs ``soft_by_levels``, the others one
+block of every state), from successors that are final; no sum is split between threads.
+The forward sweeps and the Newton products read the policy's probabilities π (S, A),
+formed once per objective evaluation by ``_kernels.soft.policy_probs``, not log π. A forward sweep *pulls* instead of pushing: the serial occupancy sweep
 adds d(u)·π(a|u) into d(s'(u,a)) for u = 0, 1, … in turn, so d(s) = ρ(s) + Σ over the
 in-edges (u, a) of s in increasing (u, a) order; the parallel sweep forms exactly that sum,
 in that order, from the in-edge lists ``TokenMDP.predecessors`` (sorted by u·A + a). The
@@ -36,7 +38,7 @@ from numba import njit, prange
 
 from xpo_sim._kernels.fast_exp import fast_exp
 from xpo_sim._kernels.newton import hvp_row, vdot_block
-from xpo_sim._kernels.soft import BLOCK, evaluate_block, regret_block, soft_block
+from xpo_sim._kernels.soft import evaluate_block, regret_block, soft_level, soft_work_size
 
 NEG_INF = -np.inf
 CHUNK = 64  # states per task
@@ -90,23 +92,19 @@ def in_edges(next_state, offsets_out, state_out, action_out):
 @njit(cache=True, parallel=True)
 def soft_levels(level_order, level_offsets, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, chunk):
     """``soft_backward`` level by level (heights 0, 1, …), each level's states in parallel."""
-    width = BLOCK * (reward.shape[1] + 3)
+    width = soft_work_size(reward.shape[1])
     for level in range(level_offsets.shape[0] - 1):
         lo = level_offsets[level]
         hi = level_offsets[level + 1]
         n_chunks = (hi - lo + chunk - 1) // chunk
         if n_chunks < MIN_PARALLEL_CHUNKS:
-            work = np.empty(width)
-            for b in range(lo, hi, BLOCK):
-                soft_block(level_order, b, min(b + BLOCK, hi), next_state, reward, ref_logp, beta, q_out, v_out,
-                           logp_out, work)
+            soft_level(level_order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out,
+                       np.empty(width))
         else:
             for c in prange(n_chunks):
                 work = np.empty(width)
-                end = min(lo + (c + 1) * chunk, hi)
-                for b in range(lo + c * chunk, end, BLOCK):
-                    soft_block(level_order, b, min(b + BLOCK, end), next_state, reward, ref_logp, beta, q_out,
-                               v_out, logp_out, work)
+                soft_level(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), next_state, reward, ref_logp,
+                           beta, q_out, v_out, logp_out, work)
 
 
 @njit(cache=True)
@@ -159,17 +157,17 @@ def regret_levels(level_order, level_offsets, next_state, ref_logp, logp, q, v, 
 
 
 @njit(cache=True, parallel=True)
-def vdot_levels(level_order, level_offsets, next_state, logp, tangent, vdot_out, chunk):
+def vdot_levels(level_order, level_offsets, next_state, prob, tangent, vdot_out, chunk):
     """The tangent sweep V̇ level by level."""
     for level in range(level_offsets.shape[0] - 1):
         lo = level_offsets[level]
         hi = level_offsets[level + 1]
         n_chunks = (hi - lo + chunk - 1) // chunk
         if n_chunks < MIN_PARALLEL_CHUNKS:
-            vdot_block(level_order, lo, hi, next_state, logp, tangent, vdot_out)
+            vdot_block(level_order, lo, hi, next_state, prob, tangent, vdot_out)
         else:
             for c in prange(n_chunks):
-                vdot_block(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), next_state, logp, tangent,
+                vdot_block(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), next_state, prob, tangent,
                            vdot_out)
 
 
@@ -177,10 +175,10 @@ def vdot_levels(level_order, level_offsets, next_state, logp, tangent, vdot_out,
 
 
 @njit(cache=True)
-def occupancy_pull(order, lo, hi, pred_offsets, pred_state, pred_action, logp, start, occ_out):
+def occupancy_pull(order, lo, hi, pred_offsets, pred_state, pred_action, prob, start, occ_out):
     """For the states order[lo:hi]: d(s) = ρ(s) + Σ_{(u,a) → s} d(u)·π(a|u), the in-edges in
     increasing (u, a) order — the serial push sweep's sum, term by term (it skips a state u
-    with d(u) = 0 and a token with log π = −inf, and so does this)."""
+    with d(u) = 0 and a token with π = 0, and so does this). ``prob``: π (S, A)."""
     for i in range(lo, hi):
         s = order[i]
         acc = start[s]
@@ -189,35 +187,35 @@ def occupancy_pull(order, lo, hi, pred_offsets, pred_state, pred_action, logp, s
             d = occ_out[u]
             if d == 0.0:
                 continue
-            lp = logp[u, pred_action[e]]
-            if lp > NEG_INF:
-                acc += d * np.exp(lp)
+            p = prob[u, pred_action[e]]
+            if p > 0.0:
+                acc += d * p
         occ_out[s] = acc
 
 
 @njit(cache=True, parallel=True)
-def occupancy_levels(level_order, level_offsets, pred_offsets, pred_state, pred_action, logp, start, occ_out, chunk):
+def occupancy_levels(level_order, level_offsets, pred_offsets, pred_state, pred_action, prob, start, occ_out, chunk):
     """``occupancy_forward`` level by level, from the highest level down, by pulling."""
     for level in range(level_offsets.shape[0] - 2, -1, -1):
         lo = level_offsets[level]
         hi = level_offsets[level + 1]
         n_chunks = (hi - lo + chunk - 1) // chunk
         if n_chunks < MIN_PARALLEL_CHUNKS:
-            occupancy_pull(level_order, lo, hi, pred_offsets, pred_state, pred_action, logp, start, occ_out)
+            occupancy_pull(level_order, lo, hi, pred_offsets, pred_state, pred_action, prob, start, occ_out)
         else:
             for c in prange(n_chunks):
                 occupancy_pull(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), pred_offsets, pred_state,
-                               pred_action, logp, start, occ_out)
+                               pred_action, prob, start, occ_out)
 
 
 @njit(cache=True)
-def hvp_forward_pull(order, lo, hi, pred_offsets, pred_state, pred_action, next_state, logp, beta, tangent, vdot,
+def hvp_forward_pull(order, lo, hi, pred_offsets, pred_state, pred_action, next_state, prob, beta, tangent, vdot,
                      occ_u, occ_c, occdot, hv_out):
     """The fused forward sweep of ``_kernels.newton.reward_hvp`` in pull form, for the
     states order[lo:hi].
 
     The serial sweep, at state u with occupancies (μ_u, μ_c, μ̇)(u) not all 0, takes each
-    token a with log π > −inf, p = π(a|u), q̇ = ṙ(u,a) + V̇(s'), and forms d_u = μ_u p,
+    token a with p = π(a|u) > 0 (``prob``), q̇ = ṙ(u,a) + V̇(s'), and forms d_u = μ_u p,
     d_c = μ_c p, ḋ = μ̇ p + d_c (q̇ − V̇(u))/β; it subtracts (d_u + ḋ)/β from hv(u,a) and
     adds (d_u, d_c, ḋ) to the occupancies of s'. Here a state first adds the terms of its
     in-edges, recomputed by the same expressions from the predecessors' final occupancies,
@@ -234,10 +232,9 @@ def hvp_forward_pull(order, lo, hi, pred_offsets, pred_state, pred_action, next_
             pdot = occdot[u]
             if pu == 0.0 and pc == 0.0 and pdot == 0.0:
                 continue
-            lp = logp[u, pred_action[e]]
-            if lp == NEG_INF:
+            p = prob[u, pred_action[e]]
+            if p == 0.0:
                 continue
-            p = np.exp(lp)
             q_dot = tangent[u, pred_action[e]] + vdot[s]
             d_c = pc * p
             mu_u += pu * p
@@ -246,11 +243,11 @@ def hvp_forward_pull(order, lo, hi, pred_offsets, pred_state, pred_action, next_
         occ_u[s] = mu_u
         occ_c[s] = mu_c
         occdot[s] = mu_dot
-        hvp_row(s, False, next_state, logp, beta, tangent, vdot, occ_u, occ_c, occdot, hv_out)
+        hvp_row(s, False, next_state, prob, beta, tangent, vdot, occ_u, occ_c, occdot, hv_out)
 
 
 @njit(cache=True, parallel=True)
-def hvp_forward_levels(level_order, level_offsets, pred_offsets, pred_state, pred_action, next_state, logp, beta,
+def hvp_forward_levels(level_order, level_offsets, pred_offsets, pred_state, pred_action, next_state, prob, beta,
                        tangent, vdot, occ_u, occ_c, occdot, hv_out, chunk):
     """The fused forward sweep of ``reward_hvp`` level by level, from the highest down."""
     for level in range(level_offsets.shape[0] - 2, -1, -1):
@@ -258,12 +255,12 @@ def hvp_forward_levels(level_order, level_offsets, pred_offsets, pred_state, pre
         hi = level_offsets[level + 1]
         n_chunks = (hi - lo + chunk - 1) // chunk
         if n_chunks < MIN_PARALLEL_CHUNKS:
-            hvp_forward_pull(level_order, lo, hi, pred_offsets, pred_state, pred_action, next_state, logp, beta,
+            hvp_forward_pull(level_order, lo, hi, pred_offsets, pred_state, pred_action, next_state, prob, beta,
                              tangent, vdot, occ_u, occ_c, occdot, hv_out)
         else:
             for c in prange(n_chunks):
                 hvp_forward_pull(level_order, lo + c * chunk, min(lo + (c + 1) * chunk, hi), pred_offsets,
-                                 pred_state, pred_action, next_state, logp, beta, tangent, vdot, occ_u, occ_c,
+                                 pred_state, pred_action, next_state, prob, beta, tangent, vdot, occ_u, occ_c,
                                  occdot, hv_out)
 
 

@@ -29,9 +29,6 @@ from xpo_sim._kernels.preference import LOSS_IPO, LOSS_LN_DPO, _sigmoid
 from xpo_sim._kernels.soft import NO_ORDER, occupancy_forward
 from xpo_sim._kernels.trajectories import sum_along
 
-NEG_INF = -np.inf
-
-
 @njit(cache=True)
 def pair_curvatures(log_ratio, path_lengths, beta, loss_kind, pair_chosen, pair_rejected, pair_count,
                     coef_chosen_out, coef_rejected_out, curvature_out):
@@ -59,48 +56,49 @@ def pair_curvatures(log_ratio, path_lengths, beta, loss_kind, pair_chosen, pair_
 
 
 @njit(cache=True)
-def reward_hvp(next_state, logp, beta, tangent, path_states, path_actions, path_lengths, pair_chosen,
+def reward_hvp(next_state, prob, beta, tangent, path_states, path_actions, path_lengths, pair_chosen,
                pair_rejected, coef_chosen, coef_rejected, curvature, dlog_ratio, vdot_work, occ_u_work,
                occ_c_work, occdot_work, hv_out):
-    """H ṙ for the reward table ``tangent`` = ṙ (S, A) at the policy ``logp`` (the
-    soft-optimal policy of the current r̂), given the pairs' curvatures and g = ∂L/∂h
+    """H ṙ for the reward table ``tangent`` = ṙ (S, A) at the policy with probabilities
+    ``prob`` = π (S, A) (the soft-optimal policy of the current r̂, ``policy_probs`` of its
+    log π), given the pairs' curvatures and g = ∂L/∂h
     (``dlog_ratio``); writes (S, A) into ``hv_out``. Three steps: the tangent sweep
     (:func:`vdot_block` over every state), :func:`hvp_paths`, the fused forward sweep
     (:func:`hvp_forward`); a level-parallel caller (``xpo_sim.policies``) runs the same
     steps with the sweeps of ``_kernels.levels``."""
-    vdot_block(NO_ORDER, 0, logp.shape[0], next_state, logp, tangent, vdot_work)
-    hvp_paths(logp, beta, tangent, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
+    vdot_block(NO_ORDER, 0, prob.shape[0], next_state, prob, tangent, vdot_work)
+    hvp_paths(prob, beta, tangent, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
               coef_rejected, curvature, dlog_ratio, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
-    hvp_forward(next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
+    hvp_forward(next_state, prob, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
 
 
 @njit(cache=True)
-def vdot_block(order, lo, hi, next_state, logp, tangent, vdot_out):
+def vdot_block(order, lo, hi, next_state, prob, tangent, vdot_out):
     """V̇(s) = Σ_a π(a|s) (ṙ(s,a) + V̇(s')) for a block of states (``order[lo:hi]``, or
     hi − 1 … lo when ``order`` is empty, as in ``_kernels.soft.soft_block``): the tangent
     sweep, shared by the serial and the level-parallel product."""
     for i in range(lo, hi):
         s = order[i] if order.shape[0] > 0 else hi - 1 - (i - lo)
         total = 0.0
-        for a in range(logp.shape[1]):
-            lp = logp[s, a]
-            if lp == NEG_INF:
+        for a in range(prob.shape[1]):
+            p = prob[s, a]
+            if p == 0.0:
                 continue
             nxt = next_state[s, a]
             q_dot = tangent[s, a]
             if nxt >= 0:
                 q_dot += vdot_out[nxt]
-            total += np.exp(lp) * q_dot
+            total += p * q_dot
         vdot_out[s] = total
 
 
 @njit(cache=True)
-def hvp_paths(logp, beta, tangent, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
+def hvp_paths(prob, beta, tangent, path_states, path_actions, path_lengths, pair_chosen, pair_rejected, coef_chosen,
               coef_rejected, curvature, dlog_ratio, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out):
     """Given V̇: J_h ṙ, u = (Σ_j κ_j a_j a_jᵀ) J_h ṙ, and the path terms — ``hv_out`` =
     Σ_k (u_k/β) 1_{τ_k}, the start weights u and g of the forward sweep in ``occ_u_work`` and
     ``occ_c_work`` (``occdot_work`` zeroed)."""
-    n_states, n_actions = logp.shape
+    n_states, n_actions = prob.shape
     n_paths = path_lengths.shape[0]
     jv = np.empty(n_paths)
     sum_along(tangent, path_states, path_actions, path_lengths, jv)
@@ -132,17 +130,17 @@ def hvp_paths(logp, beta, tangent, path_states, path_actions, path_lengths, pair
 
 
 @njit(cache=True)
-def hvp_forward(next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out):
+def hvp_forward(next_state, prob, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out):
     """The fused forward sweep of the product (serial, pushing): occupancies μ_u, μ_c and
     the tangent μ̇ flow forward, and hv(s, a) −= (d_u + ḋ)/β (module docstring)."""
-    for s in range(logp.shape[0]):
-        hvp_row(s, True, next_state, logp, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
+    for s in range(prob.shape[0]):
+        hvp_row(s, True, next_state, prob, beta, tangent, vdot_work, occ_u_work, occ_c_work, occdot_work, hv_out)
 
 
 @njit(cache=True)
-def hvp_row(s, push, next_state, logp, beta, tangent, vdot, occ_u, occ_c, occdot, hv_out):
+def hvp_row(s, push, next_state, prob, beta, tangent, vdot, occ_u, occ_c, occdot, hv_out):
     """State s of the fused forward sweep, its occupancies (μ_u, μ_c, μ̇)(s) final: per token
-    with log π > −inf, p = π(a|s), q̇ = ṙ(s,a) + V̇(s'), d_u = μ_u p, d_c = μ_c p,
+    with p = π(a|s) > 0 (``prob``), q̇ = ṙ(s,a) + V̇(s'), d_u = μ_u p, d_c = μ_c p,
     ḋ = μ̇ p + d_c (q̇ − V̇(s))/β; hv(s, a) −= (d_u + ḋ)/β, and with ``push`` (the serial
     sweep) (d_u, d_c, ḋ) are added to the occupancies of s' (the level-parallel sweep pulls
     them instead, ``_kernels.levels.hvp_forward_pull``)."""
@@ -152,11 +150,10 @@ def hvp_row(s, push, next_state, logp, beta, tangent, vdot, occ_u, occ_c, occdot
     if mu_u == 0.0 and mu_c == 0.0 and mu_dot == 0.0:
         return
     v_dot = vdot[s]
-    for a in range(logp.shape[1]):
-        lp = logp[s, a]
-        if lp == NEG_INF:
+    for a in range(prob.shape[1]):
+        p = prob[s, a]
+        if p == 0.0:
             continue
-        p = np.exp(lp)
         nxt = next_state[s, a]
         q_dot = tangent[s, a]
         if nxt >= 0:
@@ -172,7 +169,7 @@ def hvp_row(s, push, next_state, logp, beta, tangent, vdot, occ_u, occ_c, occdot
 
 
 @njit(cache=True)
-def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, path_lengths, pair_chosen,
+def reward_hessian_diagonal(next_state, prob, beta, path_states, path_actions, path_lengths, pair_chosen,
                             pair_rejected, coef_chosen, coef_rejected, curvature, dlog_ratio, occ_work,
                             diag_out):
     """The diagonal estimate of :func:`hessian_diagonal_pairs` plus the occupancy of its
@@ -181,8 +178,8 @@ def reward_hessian_diagonal(next_state, logp, beta, path_states, path_actions, p
     sweep of ``_kernels.levels`` in between instead."""
     start = hessian_diagonal_pairs(beta, path_states, path_actions, path_lengths, pair_chosen, pair_rejected,
                                    coef_chosen, coef_rejected, curvature, dlog_ratio, diag_out)
-    occupancy_forward(next_state, logp, start, occ_work)
-    add_occupancy_diagonal(logp, beta, occ_work, diag_out)
+    occupancy_forward(next_state, prob, start, occ_work)
+    add_occupancy_diagonal(prob, beta, occ_work, diag_out)
 
 
 @njit(cache=True)
@@ -217,13 +214,15 @@ def hessian_diagonal_pairs(beta, path_states, path_actions, path_lengths, pair_c
 
 
 @njit(cache=True)
-def add_occupancy_diagonal(logp, beta, occ_work, diag_out):
-    """diag(s, a) += d_c(s) π(a|s)/β², d_c the occupancy of the |c|-weighted starts."""
-    n_states, n_actions = logp.shape
+def add_occupancy_diagonal(prob, beta, occ_work, diag_out):
+    """diag(s, a) += d_c(s) π(a|s)/β², d_c the occupancy of the |c|-weighted starts
+    (``prob`` = π)."""
+    n_states, n_actions = prob.shape
     for s in range(n_states):
         mu = occ_work[s]
         if mu == 0.0:
             continue
         for a in range(n_actions):
-            if logp[s, a] > NEG_INF:
-                diag_out[s, a] += mu * np.exp(logp[s, a]) / beta / beta
+            p = prob[s, a]
+            if p > 0.0:
+                diag_out[s, a] += mu * p / beta / beta

@@ -23,7 +23,7 @@ classes then chain through h:
 import numpy as np
 from numba import njit
 
-from xpo_sim._kernels.soft import occupancy_forward, soft_backward
+from xpo_sim._kernels.soft import occupancy_forward, policy_probs, soft_by_levels
 from xpo_sim._kernels.trajectories import sum_along
 
 NEG_INF = -np.inf
@@ -92,23 +92,25 @@ def preference_terms(log_ratio, path_ref_logp, path_lengths, beta, loss_kind, pa
 
 
 @njit(cache=True)
-def implicit_reward_objective(next_state, ref_logp, beta, loss_kind, reward_hat, path_states, path_actions,
-                              path_lengths, path_ref_logp, pair_chosen, pair_rejected, pair_count,
-                              explore_path, explore_weight, q_work, v_work, logp_work, occ_work,
-                              start_work, log_ratio, dlog_ratio, grad_out):
+def implicit_reward_objective(level_order, level_offsets, next_state, ref_logp, beta, loss_kind, reward_hat,
+                              path_states, path_actions, path_lengths, path_ref_logp, pair_chosen, pair_rejected,
+                              pair_count, explore_path, explore_weight, q_work, v_work, logp_work, prob_work,
+                              occ_work, start_work, log_ratio, dlog_ratio, grad_out):
     """Objective L and ∂L/∂r̂ (S, A) for the policy that is soft-optimal for ``reward_hat``.
-    On return ``logp_work`` holds that policy's log-probabilities, ``log_ratio`` and
-    ``dlog_ratio`` (length D) h_k and ∂L/∂h_k (the Hessian-vector products of
-    ``xpo_sim._kernels.newton`` start from them). Four steps: the soft sweep,
-    :func:`objective_from_values`, the occupancy sweep, :func:`subtract_occupancy`; a
-    level-parallel caller (``xpo_sim.policies``) runs the same steps with the sweeps of
-    ``_kernels.levels``."""
-    soft_backward(next_state, reward_hat, ref_logp, beta, q_work, v_work, logp_work)
+    On return ``logp_work`` holds that policy's log-probabilities and ``prob_work`` its
+    probabilities, ``log_ratio`` and ``dlog_ratio`` (length D) h_k and ∂L/∂h_k (the
+    Hessian-vector products of ``xpo_sim._kernels.newton`` start from them).
+    ``level_order``/``level_offsets``: ``TokenMDP.levels``. Five steps: the soft sweep,
+    π = e^{log π}, :func:`objective_from_values`, the occupancy sweep,
+    :func:`subtract_occupancy`; a level-parallel caller (``xpo_sim.policies``) runs the same
+    steps with the sweeps of ``_kernels.levels``."""
+    soft_by_levels(level_order, level_offsets, next_state, reward_hat, ref_logp, beta, q_work, v_work, logp_work)
+    policy_probs(logp_work, prob_work)
     loss = objective_from_values(beta, loss_kind, reward_hat, v_work, path_states, path_actions, path_lengths,
                                  path_ref_logp, pair_chosen, pair_rejected, pair_count, explore_path, explore_weight,
                                  start_work, log_ratio, dlog_ratio, grad_out)
-    occupancy_forward(next_state, logp_work, start_work, occ_work)
-    subtract_occupancy(logp_work, occ_work, grad_out)
+    occupancy_forward(next_state, prob_work, start_work, occ_work)
+    subtract_occupancy(prob_work, occ_work, grad_out)
     return loss
 
 
@@ -141,16 +143,15 @@ def objective_from_values(beta, loss_kind, reward_hat, v_work, path_states, path
 
 
 @njit(cache=True)
-def subtract_occupancy(logp_work, occ_work, grad_out):
-    """grad(s, a) −= d(s)·π(a|s): the −(1/β) Σ g_k d_{s₀ₖ} part of ∂L/∂r̂."""
-    n_states, n_actions = logp_work.shape
+def subtract_occupancy(prob_work, occ_work, grad_out):
+    """grad(s, a) −= d(s)·π(a|s) (``prob_work`` = π): the −(1/β) Σ g_k d_{s₀ₖ} part of ∂L/∂r̂."""
+    n_states, n_actions = prob_work.shape
     for s in range(n_states):
         d = occ_work[s]
         if d == 0.0:
             continue
         for a in range(n_actions):
-            if logp_work[s, a] > NEG_INF:
-                grad_out[s, a] -= d * np.exp(logp_work[s, a])
+            grad_out[s, a] -= d * prob_work[s, a]
 
 
 @njit(cache=True)

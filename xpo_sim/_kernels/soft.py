@@ -110,7 +110,7 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
     """
     n_states, n_actions = reward.shape
     states = np.empty(BLOCK, dtype=np.int64)
-    work = np.empty(BLOCK * (n_actions + 3))
+    work = np.empty(soft_work_size(n_actions))
     count = 0  # the pending block is the states s + 1 … s + count
     for s in range(n_states - 1, -1, -1):
         depends = False
@@ -128,6 +128,37 @@ def soft_backward(next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
 BLOCK = 64  # states per block of ``soft_block``
 
 
+@njit(cache=True)
+def soft_work_size(n_actions):
+    """Floats of scratch :func:`soft_block` needs: two (BLOCK, A) tables and four per-row values."""
+    return BLOCK * (2 * n_actions + 4)
+
+
+@njit(cache=True)
+def soft_by_levels(level_order, level_offsets, next_state, reward, ref_logp, beta, q_out, v_out, logp_out):
+    """``soft_backward`` in level order (``TokenMDP.levels``: the states by height, lowest
+    first), on the calling thread: the serial sweep the library runs. Every level is cut into
+    blocks of ``BLOCK`` consecutive entries of ``level_order`` (:func:`soft_level`), which are
+    independent states, so each state's numbers are those of ``soft_backward`` to the bit.
+    On a tree built breadth-first a level is a contiguous range of states visited in
+    increasing order, and the sweep runs 10–17 % faster than the greedy blocks of
+    ``soft_backward`` (measured, 10⁶ and 10⁷ pairs; the rows are read forward and no
+    dependency test runs per state)."""
+    work = np.empty(soft_work_size(reward.shape[1]))
+    for level in range(level_offsets.shape[0] - 1):
+        soft_level(level_order, level_offsets[level], level_offsets[level + 1], next_state, reward, ref_logp, beta,
+                   q_out, v_out, logp_out, work)
+
+
+@njit(cache=True)
+def soft_level(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, work):
+    """:func:`soft_block` over the states ``order[lo:hi]`` (independent, their successors
+    solved), ``BLOCK`` at a time: one level, or one thread's chunk of a level."""
+    for first in range(lo, hi, BLOCK):
+        soft_block(order, first, min(first + BLOCK, hi), next_state, reward, ref_logp, beta, q_out, v_out, logp_out,
+                   work)
+
+
 @njit(cache=True, fastmath=ORDERED)
 def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, logp_out, work):
     """``soft_backward`` for the states ``order[lo:hi]`` (at most ``BLOCK``), none of which
@@ -135,20 +166,28 @@ def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, 
     sweep cuts the states into such blocks as it goes (a state joins the pending block
     unless one of its tokens leads into it), the level-parallel one (``_kernels.levels``)
     hands out chunks of a level. Both run this, so their results are the same to the bit.
-    ``work``: scratch of at least ``BLOCK·(A + 3)`` floats.
+    ``work``: scratch of at least :func:`soft_work_size` floats.
 
-    Three phases, so that the exponentials of the common case run in one flat, vectorized
-    loop over the whole block rather than rows of A (whose remainders ran scalar): (1) per
-    row, Q, x = log π_ref + Q/β, their extremes, and x − max x into the scratch; (2) e^{…}
-    over the scratch; (3) per row, V* and log π* from the row sum — or, for a row outside the
-    common case, :func:`soft_row_special` (the other forms of the module docstring)."""
+    Three phases, so that the exponentials run in flat, vectorized loops over the whole
+    block rather than rows of A (whose remainders ran scalar): (1) per row, Q, x = log π_ref
+    + Q/β, their extremes, x − max x into the scratch, and whether the row is in the common
+    case; (2) e^{…} over the scratch, and, when some row is not, π_ref = e^{log π_ref} of the
+    block's rows in a second flat loop; (3) per row, V* and log π* from the row sum — or, for
+    a row outside the common case, :func:`soft_row_special` (the other forms of the module
+    docstring) with that row's π_ref. (The instances whose Q* is nearly constant over a row —
+    a reward table that is mostly flat, as early in a round's Newton solve — are mostly such
+    rows; their exponentials used to run one scalar call per token.)"""
     n_actions = reward.shape[1]
     inv_beta = 1.0 / beta
     n = hi - lo
+    table = BLOCK * n_actions
     exps = work[: n * n_actions]
-    row_qmax = work[BLOCK * n_actions: BLOCK * n_actions + BLOCK]
-    row_qmin = work[BLOCK * n_actions + BLOCK: BLOCK * n_actions + 2 * BLOCK]
-    row_xmax = work[BLOCK * n_actions + 2 * BLOCK: BLOCK * n_actions + 3 * BLOCK]
+    ref_probs = work[table: table + n * n_actions]
+    row_qmax = work[2 * table: 2 * table + BLOCK]
+    row_qmin = work[2 * table + BLOCK: 2 * table + 2 * BLOCK]
+    row_xmax = work[2 * table + 2 * BLOCK: 2 * table + 3 * BLOCK]
+    row_spread = work[2 * table + 3 * BLOCK: 2 * table + 4 * BLOCK]  # δ, or −1 in the common case
+    n_special = 0
     for j in range(n):
         s = order[lo + j]
         q_max = NEG_INF
@@ -171,21 +210,30 @@ def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, 
         row_qmax[j] = q_max
         row_qmin[j] = q_min
         row_xmax[j] = x_max
+        # the common case: δ > 1 and x = log π_ref + Q*/β finite and of moderate size (module
+        # docstring): L = (M − m/β) + log Σ e^{x − M}, M = max x (M − m/β errs by ~ε·|m|/β,
+        # i.e. ~ε·|m| in V*, and x itself by ~ε·|Q*|/β, which enters log π*)
+        spread = mul(q_max - q_min, inv_beta)
+        magnitude = mul(max(abs(q_max), abs(q_min)), inv_beta)
+        common = spread > EXPM1_SPREAD and x_max < np.inf and x_max > NEG_INF and magnitude <= DIRECT_SCALE
+        row_spread[j] = -1.0 if common else spread
+        n_special += 0 if common else 1
         for a in range(n_actions):
             exps[j * n_actions + a] = logp_out[s, a] - x_max
     for i in range(n * n_actions):
         exps[i] = fast_exp(exps[i])
+    if n_special > 0:
+        for j in range(n):
+            s = order[lo + j]
+            for a in range(n_actions):
+                ref_probs[j * n_actions + a] = ref_logp[s, a]
+        for i in range(n * n_actions):
+            ref_probs[i] = fast_exp(ref_probs[i])
     for j in range(n):
         s = order[lo + j]
         q_max = row_qmax[j]
-        q_min = row_qmin[j]
         x_max = row_xmax[j]
-        spread = mul(q_max - q_min, inv_beta)
-        # the common case: δ > 1 and x = log π_ref + Q*/β finite and of moderate size (module
-        # docstring): L = (M − m/β) + log Σ e^{x − M}, M = max x (M − m/β errs by ~ε·|m|/β,
-        # i.e. ~ε·|m| in V*, and x itself by ~ε·|Q*|/β, which enters log π*)
-        magnitude = mul(max(abs(q_max), abs(q_min)), inv_beta)
-        if spread > EXPM1_SPREAD and x_max < np.inf and x_max > NEG_INF and magnitude <= DIRECT_SCALE:
+        if row_spread[j] < 0.0:
             total = 0.0
             for a in range(n_actions):
                 total += exps[j * n_actions + a]
@@ -195,13 +243,14 @@ def soft_block(order, lo, hi, next_state, reward, ref_logp, beta, q_out, v_out, 
             for a in range(n_actions):
                 logp_out[s, a] -= lse
         else:
-            soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v_out, logp_out)
+            soft_row_special(s, row_spread[j], q_max, row_qmin[j], ref_logp, ref_probs[j * n_actions:], beta,
+                             inv_beta, q_out, v_out, logp_out)
 
 
-@njit(cache=True, fastmath=ORDERED)
-def soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v_out, logp_out):
-    """V*(s) and log π*(·|s) from the row's Q* (``q_out``) outside the common case of
-    :func:`soft_block`: δ > 1 with |Q*|/β above DIRECT_SCALE or overflowed (tiny β: x would
+@njit(cache=True, fastmath=ORDERED, inline="always")
+def soft_row_special(s, spread, q_max, q_min, ref_logp, ref_probs, beta, inv_beta, q_out, v_out, logp_out):
+    """V*(s) and log π*(·|s) from the row's Q* (``q_out``) and π_ref(·|s) (``ref_probs[:A]``,
+    e^{log π_ref} by ``fast_exp``) outside the common case of :func:`soft_block`: δ > 1 with |Q*|/β above DIRECT_SCALE or overflowed (tiny β: x would
     lose ε·|Q*|/β absolute, a whole nat at β = 1e-16 and |Q*| = 1), where x = log π_ref + d
     is recomputed from d = (Q* − m)/β ≤ 0, exact to a few ulp of d; the log1p/expm1 form; the
     cumulant expansion."""
@@ -226,7 +275,7 @@ def soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v
             lr = ref_logp[s, a]
             d = scaled_gap(q_out[s, a], q_max, inv_beta)
             logp_out[s, a] = lr + d
-            p = fast_exp(lr)
+            p = ref_probs[a]
             mass += p
             total += p * fast_expm1(d)
         lse = np.log1p(total / mass)
@@ -235,6 +284,14 @@ def soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v
         # β·L = μ + σ²/(2β) with the moments of Q* − m under π_ref (normalized), taken
         # of y = (Q* − m)/c ∈ [−1, 0], c = max Q* − min Q*, so no square overflows
         width = q_max - q_min
+        if width == 0.0:
+            # one value of Q* over the allowed tokens (a flat reward table, as the parameters a
+            # round's data leave untouched): μ = σ² = 0, so V* = m and log π* = log π_ref — the
+            # numbers the moments below give at c = 0 (m + 0·(0 + 0), log π_ref + 0 − 0)
+            v_out[s] = q_max + 0.0
+            for a in range(n_actions):
+                logp_out[s, a] = ref_logp[s, a] + scaled_gap(q_out[s, a] - q_max, 0.0, inv_beta)
+            return
         inv_width = 1.0 / width if width >= TINY else 0.0  # subnormal width: V* = m to 1e-308
         mass = 0.0
         mean = 0.0
@@ -244,7 +301,7 @@ def soft_row_special(s, spread, q_max, q_min, ref_logp, beta, inv_beta, q_out, v
             gap = q_out[s, a] - q_max
             logp_out[s, a] = lr + scaled_gap(gap, 0.0, inv_beta)
             y = mul(gap, inv_width) if lr > NEG_INF else 0.0
-            p = fast_exp(lr)
+            p = ref_probs[a]
             mass += p
             mean += p * y
             second += p * y * y
@@ -437,9 +494,12 @@ def max_abs_path_sum(next_state, reward, out):
 
 
 @njit(cache=True)
-def occupancy_forward(next_state, logp, start, occ_out):
-    """Fill ``occ_out`` (S,) with the probability that a trajectory of π visits each state."""
-    n_states, n_actions = logp.shape
+def occupancy_forward(next_state, prob, start, occ_out):
+    """Fill ``occ_out`` (S,) with the probability that a trajectory of π visits each state,
+    from ``start`` (S,) and the policy's probabilities ``prob`` (S, A) = π(a|s) (the table
+    of :func:`policy_probs`). A state u with d(u) = 0 and a token with π = 0 add nothing
+    (and are skipped, as the level-parallel pull sweep skips them)."""
+    n_states, n_actions = prob.shape
     for s in range(n_states):
         occ_out[s] = start[s]
     for s in range(n_states):
@@ -448,8 +508,21 @@ def occupancy_forward(next_state, logp, start, occ_out):
             continue
         for a in range(n_actions):
             nxt = next_state[s, a]
-            if nxt >= 0 and logp[s, a] > NEG_INF:
-                occ_out[nxt] += d * np.exp(logp[s, a])
+            p = prob[s, a]
+            if nxt >= 0 and p > 0.0:
+                occ_out[nxt] += d * p
+
+
+@njit(cache=True, fastmath={"contract"})
+def policy_probs(logp, prob_out):
+    """``prob_out`` = e^{logp} elementwise (same shape, C-contiguous), by :func:`fast_exp` in
+    one flat vectorized loop (within 1 ulp of ``np.exp``; e^{−inf} = 0). The sweeps that
+    need π(a|s) — occupancy, the Newton products — read this table instead of calling
+    libm's scalar ``exp`` per token and per sweep."""
+    flat_in = logp.reshape(logp.size)
+    flat_out = prob_out.reshape(prob_out.size)
+    for i in range(flat_in.shape[0]):
+        flat_out[i] = fast_exp(flat_in[i])
 
 
 @njit(cache=True)
