@@ -40,7 +40,8 @@ overhead from kernel speed. A third table times only allocating the solve's outp
 writing them once (:func:`touch_outputs`), the same way: the least any solve that returns
 new arrays pays. numpy's time over it bounds the ratio a fresh-output ``solve_soft`` can
 reach on this machine, however fast its kernel (first touches of fresh memory cost about
-0.3 ns a byte in the VMs this was written on, so at 10^7 pairs the bound is near 8×).
+0.2–0.3 ns a byte in the VMs this was written on: at 10^7 pairs the floor alone allowed
+11.9×, and with the inputs' necessary reads added 7.8×).
 
 Memory-bandwidth bound
 ----------------------
@@ -197,16 +198,19 @@ def copy_bandwidth(repeats=7):
     return 2 * COPY_BYTES / seconds
 
 
-def touch_outputs(states, actions):
+def touch_outputs(states, actions, threads):
     """What ``solve_soft`` must do at the least to return fresh outputs: allocate Q*, V*,
-    log π* (np.empty) and write each once (``fill``), which first-touches — page-faults —
-    every page the allocator did not recycle. Large arrays (above glibc's mmap threshold,
-    at most 32 MiB) come from a fresh mapping on every call, whose pages the kernel must
-    zero on first touch; smaller ones are reused from the heap."""
+    log π* (np.empty) and write each once, which first-touches — page-faults — every page the
+    allocator did not recycle; on one thread (``fill``) or, like the level-parallel sweep, on
+    ``threads`` (``_levels.fill_tasks``). Large arrays (above glibc's mmap threshold, at most
+    32 MiB) come from a fresh mapping on every call, whose pages the OS must zero on first
+    touch; smaller ones are reused from the heap."""
     q, v, logp = np.empty((states, actions)), np.empty(states), np.empty((states, actions))
-    q.fill(0.0)
-    v.fill(0.0)
-    logp.fill(0.0)
+    for array in (q, v, logp):
+        if threads == 1:
+            array.fill(0.0)
+        else:
+            _levels.fill_tasks(array, 0.0)
 
 
 def peak_rss_mib():
@@ -285,7 +289,10 @@ def bench_size(horizon, repeats, thread_counts):
     del q, v, logp, r_to_go, kl_to_go
 
     row["t_np_solve"] = best_time(lambda: numpy_solve(ns, r, ref, BETA, offsets), reps)
-    row["t_touch"] = best_time(lambda: touch_outputs(states, mdp.n_actions), reps)
+    row["t_touch"] = {}
+    for n in thread_counts:
+        numba.set_num_threads(n)
+        row["t_touch"][n] = best_time(lambda: touch_outputs(states, mdp.n_actions, n), reps)
     row["t_np_eval"] = best_time(lambda: numpy_evaluate(ns, r, ref, sol.logp, offsets), reps)
     return row
 
@@ -471,17 +478,21 @@ def main(argv=None):
             + [per[n]["t_eval"] for n in thread_counts]
         print(f"| {p:,} | {' | '.join(f'{t / p * 1e9:.2f}' for t in cells)} |")
 
-    print("\nThe floor of fresh outputs: allocating solve_soft's outputs and writing them once (np.empty + "
-          "fill, one thread), timed like solve_soft — what any solve returning new arrays pays on this "
-          "machine — and the ratio to numpy it would leave if the solve itself cost nothing:\n")
-    print("| pairs | output MiB | allocate + touch ms | numpy solve ms | ratio bound (numpy / floor) "
+    print("\nThe floor of fresh outputs: allocating solve_soft's outputs and writing them once (np.empty, then "
+          "a fill on each thread count), timed like solve_soft — what any solve returning new arrays pays on "
+          "this machine — and the ratio to numpy it would leave if the solve itself cost nothing (best "
+          "thread count):\n")
+    header = [f"allocate + touch ms ({n} thr)" for n in thread_counts]
+    print(f"| pairs | output MiB | {' | '.join(header)} | numpy solve ms | ratio bound (numpy / floor) "
           "| solve_soft ratio (best thread count) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|" + "---:|" * (len(header) + 3))
     for row in rows:
         p, s = row["pairs"], row["states"]
         best = min(row["threads"][n]["t_solve"] for n in thread_counts)
-        print(f"| {p:,} | {(2 * p + s) * 8 / 2**20:.1f} | {row['t_touch'] * 1e3:.3f} | {row['t_np_solve'] * 1e3:.3f} "
-              f"| {row['t_np_solve'] / row['t_touch']:.1f}x | {row['t_np_solve'] / best:.1f}x |")
+        floor = min(row["t_touch"].values())
+        cells = [f"{row['t_touch'][n] * 1e3:.3f}" for n in thread_counts]
+        print(f"| {p:,} | {(2 * p + s) * 8 / 2**20:.1f} | {' | '.join(cells)} | {row['t_np_solve'] * 1e3:.3f} "
+              f"| {row['t_np_solve'] / floor:.1f}x | {row['t_np_solve'] / best:.1f}x |")
 
     print("\nBare kernels (preallocated outputs, no wrapper: soft_by_levels / evaluate_backward at 1 thread, "
           "soft_levels / evaluate_levels above) vs the public functions, without and with caller-allocated "

@@ -440,3 +440,28 @@ def test_regret_kernel_compiled_equals_py_func(data):
         outs.append(out)
     assert not np.isnan(outs[0]).any() and (outs[0] >= 0).all()
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-12, atol=1e-300)
+
+
+@settings(max_examples=40)
+@given(mdp=mdps(), beta=betas, seed=st.integers(0, 2**32 - 1))
+def test_rows_with_one_value_of_q_give_v_equal_to_it_and_pi_ref(mdp, beta, seed):
+    """A reward table r(s, a) = c(s) − V*(s'(s, a)) makes Q* = c(s) on every token of s: the
+    soft sweep's shortcut for rows whose Q* has a single value (width exactly 0) must give
+    V* = c(s) and log π* = log π_ref to the bit, and agree with the recursive oracle."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-2.0, 2.0, mdp.n_states)
+    # V* of this table is c itself (Q* is c(s) on every token, and Σ π_ref = 1), so the
+    # reward that makes it so is c(s) − c(s'), with c(end) = 0
+    following = np.where(mdp.next_state >= 0, c[np.maximum(mdp.next_state, 0)], 0.0)
+    reward = c[:, None] - following
+    flat = xpo_sim.TokenMDP(mdp.next_state, reward, mdp.ref_logp, mdp.start)
+    sol = xpo_sim.solve_soft(flat, beta)
+    constant_rows = [s for s in range(mdp.n_states)
+                     if np.ptp(sol.q[s][mdp.ref_logp[s] > -np.inf]) == 0.0]
+    assert constant_rows  # rounding of c(s) − c(s') + c(s') may break a few rows, not most
+    for s in constant_rows:
+        allowed = mdp.ref_logp[s] > -np.inf
+        assert sol.v[s] == sol.q[s][allowed][0]
+        np.testing.assert_array_equal(sol.logp[s][allowed], mdp.ref_logp[s][allowed])
+    _, v_naive, _ = naive.soft_bellman(flat, beta)
+    naive.assert_close(sol.v, v_naive, np.abs(c).max(), 1e-9, "V* of a table with constant rows")

@@ -264,6 +264,18 @@ def hvp_forward_levels(level_order, level_offsets, pred_offsets, pred_state, pre
                                  occdot, hv_out)
 
 
+@njit(cache=True, parallel=True)
+def fill_tasks(out, value):
+    """A control for the benchmarks: ``out`` (C-contiguous) = ``value``, in parallel chunks of
+    2¹⁶ entries — on fresh memory, the page faults of a first touch shared among the threads."""
+    flat = out.reshape(out.size)
+    size = flat.shape[0]
+    n_chunks = (size + 65535) // 65536
+    for c in prange(n_chunks):
+        for i in range(c * 65536, min((c + 1) * 65536, size)):
+            flat[i] = value
+
+
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def exp_sum_tasks(x, n_tasks, repeats, out):
     """A control for the benchmarks: ``n_tasks`` independent tasks, each summing
