@@ -264,15 +264,19 @@ def hvp_forward_levels(level_order, level_offsets, pred_offsets, pred_state, pre
                                  occdot, hv_out)
 
 
+FILL_CHUNK = 1 << 16  # entries per task of fill_tasks
+
+
 @njit(cache=True, parallel=True)
 def fill_tasks(out, value):
     """A control for the benchmarks: ``out`` (C-contiguous) = ``value``, in parallel chunks of
-    2¹⁶ entries — on fresh memory, the page faults of a first touch shared among the threads."""
+    ``FILL_CHUNK`` entries — on fresh memory, the page faults of a first touch shared among
+    the threads."""
     flat = out.reshape(out.size)
     size = flat.shape[0]
-    n_chunks = (size + 65535) // 65536
+    n_chunks = (size + FILL_CHUNK - 1) // FILL_CHUNK
     for c in prange(n_chunks):
-        for i in range(c * 65536, min((c + 1) * 65536, size)):
+        for i in range(c * FILL_CHUNK, min((c + 1) * FILL_CHUNK, size)):
             flat[i] = value
 
 
